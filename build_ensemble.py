@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Build the EvalAI submission for one dataset from an experiment's ranked checkpoints.
+
+    python build_ensemble.py mc_maze_small                       # the dataset's most recent experiment
+    python build_ensemble.py mc_maze_small --experiment NAME --method topn --size auto
+    python build_ensemble.py --merge all.h5 sub/mc_maze/mc_maze_submission.h5 sub/mc_rtt/mc_rtt_submission.h5
+
+Reads checkpoints.csv and each checkpoint's rates_val.h5 / rates_test.h5 (no inference). Writes to
+``--out`` (default ``<submissions_dir>/<dataset_key>/``): ``<dataset_key>_submission.h5`` (test
+rates, the file to upload), ``rates_val.h5``, ``ensemble_curve.png`` and ``ensemble.json``.
+``--merge OUT FILE...`` instead combines per-dataset submissions into one upload file, refusing a
+dataset group that appears in two files. See nlbpipe/ensemble.py for the methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def size_arg(value: str):
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
+    return n
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", nargs="?", help="dataset key, e.g. mc_maze or mc_maze_small_20")
+    p.add_argument("--experiment", help="experiment folder, or its name under <results_dir>/<dataset_key>/")
+    p.add_argument("--max-models", type=int, default=50, help="library: the top M checkpoints by val co-bps (default 50)")
+    p.add_argument("--size", type=size_arg, default="auto", help="top-N size, or 'auto' = argmax of val co-bps (default)")
+    p.add_argument("--method", choices=("topn", "greedy", "both"), default="both",
+                   help="both (default): compute both, submit the one with the higher cross-validated co-bps")
+    p.add_argument("--greedy-max-size", type=int, default=30, help="greedy: most picks (with replacement), default 30")
+    p.add_argument("--greedy-init", type=int, default=3, help="greedy: start from the top K checkpoints (default 3)")
+    p.add_argument("--folds", type=int, default=5, help="folds over val trials for the CV figures (0 = none; default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fold split")
+    p.add_argument("--targets", help="val-phase eval targets .h5 (nlb_tools format); default: from the experiment's data")
+    p.add_argument("--out", help="output folder (default <submissions_dir>/<dataset_key>/)")
+    p.add_argument("--merge", nargs="+", metavar="PATH", help="OUT FILE [FILE ...]: merge submissions into OUT")
+    args = p.parse_args(argv)
+    if args.merge is not None:
+        if len(args.merge) < 2:
+            p.error("--merge needs OUT and at least one FILE")
+    elif not args.dataset:
+        p.error("DATASET is required (or use --merge OUT FILE ...)")
+    return args
+
+
+def merge(paths) -> int:
+    from nlbpipe.submission import merge_submissions
+
+    out, files = paths[0], paths[1:]
+    sources = merge_submissions(out, files)
+    for group, file in sources.items():
+        print(f"{group:<18} from {file}")
+    print(f"wrote {out} ({len(sources)} dataset group(s))")
+    return 0
+
+
+def build(args) -> int:
+    from nlbpipe import ensemble as ens
+    from nlbpipe.datasets import resolve
+    from nlbpipe.settings import get_settings
+    from nlbpipe.submission import submission_group
+
+    key = args.dataset
+    resolve(key)
+    submission_group(key)
+    settings = get_settings()
+    experiment = ens.find_experiment(key, args.experiment, settings.results_dir)
+    out_dir = args.out or settings.submissions_dir / key
+    log = ens.stderr_log
+    log(f"experiment: {experiment}")
+    targets = ens.val_targets(key, experiment, args.targets)
+    spikes = targets[key]["eval_spikes_heldout"]
+    result = ens.build_ensemble(
+        experiment, spikes, method=args.method, size=args.size, max_models=args.max_models,
+        greedy_max_size=args.greedy_max_size, n_init=args.greedy_init, folds=args.folds, seed=args.seed, log=log,
+    )
+    paths, metrics = ens.write_ensemble(result, experiment, key, out_dir, targets)
+
+    print(f"{key}: {len(result.library)} checkpoint(s) in the library, top-N curve N = 1..{len(result.curve)}")
+    for line in ens.summary_lines(result):
+        print(line)
+    print()
+    print("val metrics")
+    cols = [c for c in ("co_bps", "vel_r2", "psth_r2", "fp_bps", "tp_corr") if c in metrics.get("ensemble", {})]
+    print(f"{'':<12}" + "".join(f"{c:>10}" for c in cols))
+    for row in ("best_single", "ensemble"):
+        print(f"{row:<12}" + "".join(f"{metrics[row][c]:>10.4f}" for c in cols))
+    print()
+    members = result.members
+    print(f"members ({result.chosen.method}, {len(members)} checkpoint(s)):")
+    for ckpt, w, n in members[:20]:
+        print(f"  {w:6.3f}  {ckpt.trial_id}/{ckpt.kind}  {ckpt.checkpoint_dir}")
+    if len(members) > 20:
+        print(f"  ... {len(members) - 20} more in ensemble.json")
+    for name, path in paths.items():
+        print(f"{name:<14} {path}")
+    print(json.dumps({"dataset": key, "method": result.chosen.method, "size": result.chosen.size,
+                      "val_co_bps": result.chosen.val_co_bps, "submission": str(paths["submission"])}))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        return merge(args.merge) if args.merge is not None else build(args)
+    except (ValueError, KeyError, OSError, ImportError) as err:  # project errors subclass these
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as err:  # inference/tensors errors (RuntimeError, DataFileError): still one line
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Fetch NLB'21 datasets from DANDI, or write synthetic stand-ins with known rates.
+
+    python download_data.py [DATASET ...|all]                      # into $NLB_DATA_RAW
+    python download_data.py --synthetic DATASET ... [--seed N] [--scale F]   # into $NLB_SYNTHETIC_RAW
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from nlbpipe.datasets import DATASETS, UnknownDatasetError
+from nlbpipe.download import DownloadError, download
+from nlbpipe.settings import get_settings
+from nlbpipe.synthetic import SyntheticError, write_synthetic
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("datasets", nargs="*", default=["all"], metavar="DATASET",
+                   help=f"one or more of: all, {', '.join(DATASETS)} (default all)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="write synthetic stand-ins (NLB_SYNTHETIC_RAW) instead of downloading")
+    p.add_argument("--seed", type=int, default=0, help="synthetic: random seed (default 0)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="synthetic: share of the real trial counts, in (0, 1] (default 1)")
+    p.add_argument("--force", action="store_true", help="synthetic: rewrite even if present")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    names = list(DATASETS) if "all" in args.datasets else args.datasets
+    try:
+        unknown = [n for n in names if n not in DATASETS]
+        if unknown:
+            raise UnknownDatasetError(f"unknown dataset {unknown[0]!r}; valid: all, {', '.join(DATASETS)}")
+        settings = get_settings()
+        for name in names:
+            if args.synthetic:
+                print(f"writing synthetic {name} (seed {args.seed}, scale {args.scale}) "
+                      f"under {settings.synthetic_raw} ...", flush=True)
+                paths = write_synthetic(name, settings.synthetic_raw, seed=args.seed,
+                                        scale=args.scale, force=args.force)
+            else:
+                print(f"downloading {name} into {settings.data_raw} ...", flush=True)
+                paths = download(name, settings.data_raw, progress=not args.no_progress)
+            for path in paths:
+                print(f"  {path}")
+    except (UnknownDatasetError, DownloadError, SyntheticError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (a download resumes from its .part file next time)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Checkpoint -> the six rate tensors, for the val and test phases.
+
+Ranking and ensembling read the rates each checkpoint wrote once (``rates_val.h5``/``rates_test.h5``)
+and never run a model, so this is the only place a trained NDT meets new data. A checkpoint is a
+plain state_dict plus its config; the state_dict's ``dims`` buffer carries the data shape.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import RunConfig, load_config
+from .model import NDT, build_model
+from .rates import RATE_KEYS, save_rates
+
+
+class InferenceError(RuntimeError):
+    """A checkpoint or tensor that cannot be used; names the file or key."""
+
+
+def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device | None = "cpu") -> tuple[NDT, RunConfig]:
+    """Rebuild the NDT of a checkpoint folder (model.pt + config.yaml) in eval mode; nothing unpickled."""
+    ckpt_dir = Path(ckpt_dir)
+    for name in ("model.pt", "config.yaml"):
+        if not (ckpt_dir / name).is_file():
+            raise InferenceError(f"checkpoint {ckpt_dir} has no {name}")
+    cfg = load_config(ckpt_dir / "config.yaml")
+    try:
+        state = torch.load(ckpt_dir / "model.pt", map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several kinds for a corrupt or pickled file
+        raise InferenceError(f"{ckpt_dir / 'model.pt'} is not a loadable state_dict: {err}") from None
+    if "dims" not in state:
+        raise InferenceError(f"{ckpt_dir / 'model.pt'} lacks the 'dims' buffer; not an nlbpipe NDT checkpoint")
+    trial_bins, forward_bins, n_heldin, n_heldout = (int(v) for v in state["dims"])
+    model = build_model(cfg.model, trial_bins, forward_bins, n_heldin, n_heldout)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise InferenceError(f"{ckpt_dir / 'model.pt'} does not match its config.yaml: {err}") from None
+    model.to(device or "cpu").eval()
+    return model, cfg
+
+
+@torch.no_grad()
+def _predict(model: NDT, heldin: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """Rates [trials, T+F, N] from held-in counts [trials, T, N_heldin]."""
+    T, F, Nh, No = model.trial_bins, model.forward_bins, model.n_heldin, model.n_heldout
+    out = np.empty((heldin.shape[0], T + F, Nh + No), dtype=np.float32)
+    for start in range(0, heldin.shape[0], batch_size):
+        chunk = torch.as_tensor(np.asarray(heldin[start: start + batch_size], dtype=np.float32), device=device)
+        x = torch.zeros(chunk.shape[0], T + F, Nh + No, device=device)
+        x[:, :T, :Nh] = chunk
+        out[start: start + chunk.shape[0]] = torch.exp(model(x).float()).cpu().numpy()
+    return out
+
+
+def predict_rates(model: NDT, tensors: dict, batch_size: int = 256, device=None) -> dict:
+    """The six RATE_KEYS (expected counts per bin, float32) from ``train_spikes_heldin``/``eval_spikes_heldin``."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.to(device).eval()
+    T, Nh = model.trial_bins, model.n_heldin
+    rates = {}
+    try:
+        for prefix in ("train", "eval"):
+            key = f"{prefix}_spikes_heldin"
+            if key not in tensors:
+                raise InferenceError(f"tensors lack {key!r} (have {', '.join(sorted(tensors))})")
+            heldin = tensors[key]
+            if heldin.ndim != 3 or heldin.shape[1:] != (T, Nh):
+                raise InferenceError(f"{key} has shape {tuple(heldin.shape)}; the model expects "
+                                     f"[trials, {T}, {Nh}]")
+            full = _predict(model, heldin, batch_size, device)
+            rates[f"{prefix}_rates_heldin"] = full[:, :T, :Nh]
+            rates[f"{prefix}_rates_heldout"] = full[:, :T, Nh:]
+            if prefix == "eval":
+                rates["eval_rates_heldin_forward"] = full[:, T:, :Nh]
+                rates["eval_rates_heldout_forward"] = full[:, T:, Nh:]
+    finally:
+        model.train(was_training)
+    return {k: np.ascontiguousarray(rates[k]) for k in RATE_KEYS}
+
+
+def write_checkpoint_rates(ckpt_dir, val_tensors: dict, test_tensors: dict | None) -> None:
+    """rates_val.h5 (train trials / val trials) and, given test tensors, rates_test.h5 (train+val / test)."""
+    ckpt_dir = Path(ckpt_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, _ = load_checkpoint(ckpt_dir, device)
+    save_rates(ckpt_dir / "rates_val.h5", predict_rates(model, val_tensors), phase="val")
+    if test_tensors is not None:
+        save_rates(ckpt_dir / "rates_test.h5", predict_rates(model, test_tensors), phase="test")

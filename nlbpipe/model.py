@@ -1,0 +1,285 @@
+"""The Neural Data Transformer (Ye & Pandarinath 2021), as used for NLB'21, in one file.
+
+Each time bin is one token: the vector of spike counts of all neurons in that bin. The input holds
+held-in counts over the trial and forward bins, with held-out neurons and forward bins zero-filled
+([B, T+F, N_heldin+N_heldout]); the output is the log rate of every neuron in every bin, so one
+model predicts held-out neurons (co-smoothing) and future bins (forward prediction) at once.
+
+Read top to bottom: embedding -> position -> encoder layers -> rate read-out. Two 2021 bugs are not
+carried over: learned positions index 0..T-1 (not 1..T into a table of size T), and the loss
+labels cover all held-out neurons (see ``nlbpipe.masking``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+try:  # optional GPU kernel with a native sliding window; SDPA is the reference path
+    from flash_attn import flash_attn_func
+except Exception:  # pragma: no cover - absent on CPU machines
+    flash_attn_func = None
+
+
+class ModelError(ValueError):
+    """A model that cannot be built for this data; names the key at fault."""
+
+
+def band_mask(length: int, backward: int, forward: int) -> torch.Tensor | None:
+    """Boolean [L, L], True where query bin i may attend key bin j: i - backward <= j <= i + forward.
+
+    None means full context, so SDPA can take its unmasked (fastest) kernel.
+    """
+    if backward < 0 and forward < 0:
+        return None
+    i = torch.arange(length)[:, None]
+    j = torch.arange(length)[None, :]
+    allowed = torch.ones(length, length, dtype=torch.bool)
+    if backward >= 0:
+        allowed &= j >= i - backward
+    if forward >= 0:
+        allowed &= j <= i + forward
+    return allowed
+
+
+class ScaleNorm(nn.Module):
+    """x * g / ||x|| with one learned scale (Nguyen & Salazar 2019); cheaper than LayerNorm, used by NDT."""
+
+    def __init__(self, scale: float, eps: float = 1e-5):
+        super().__init__()
+        self.g = nn.Parameter(torch.tensor(float(scale)))
+        self.eps = eps
+
+    def forward(self, x):
+        return x * (self.g / x.norm(dim=-1, keepdim=True).clamp(min=self.eps))
+
+
+def keep_mask(shape, p: float, device) -> torch.Tensor:
+    """Dropout's keep mask (True = keep, probability 1 - p) from 16 random bits per element.
+
+    Why not ``F.dropout``: on CPU its ``bernoulli_`` draws one double per element and was about a
+    third of NDT's training time. One int64 ``random_`` yields four 16-bit uniforms, so the same mask
+    costs a quarter of the draws; p resolves to 1/65536.
+    """
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2 ** 63), 2 ** 63 - 1)
+    return words.view(torch.int16)[:n].view(shape) >= round(p * 65536) - 32768
+
+
+def drop(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Zero dropped elements WITHOUT the 1/(1-p) rescale: callers fold it into the next linear map."""
+    if not training or p == 0.0:
+        return x
+    return x.masked_fill(~keep_mask(x.shape, p, x.device), 0.0)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Standard (inverted) dropout through :func:`keep_mask`, for where no linear map follows."""
+    if not training or p == 0.0:
+        return x
+    return drop(x, p, training) * (1.0 / (1.0 - p))
+
+
+def scaled_linear(x: torch.Tensor, layer: nn.Linear, weight_scale: float = 1.0, out_scale: float = 1.0):
+    """``out_scale * layer(weight_scale * x)`` with the scales applied to the (small) weights, not to x."""
+    w, b = layer.weight, layer.bias
+    if weight_scale * out_scale != 1.0:
+        w = w * (weight_scale * out_scale)
+    if out_scale != 1.0:
+        b = b * out_scale
+    return F.linear(x, w, b)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over bins, restricted to a band of context.
+
+    The model width is the neuron count, which a head count need not divide; each head then gets
+    ceil(width / heads) dimensions (identical to standard attention when it divides), so a search
+    over ``num_heads`` never fails on a dataset's neuron count. q, k and v are separate maps so
+    their gradients land in separate tensors (a fused qkv's backward concatenates them).
+    """
+
+    def __init__(self, width: int, heads: int, dropout: float, backward: int, forward: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = math.ceil(width / heads)
+        inner = heads * self.head_dim
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(width, inner) for _ in range(3))
+        self.out_proj = nn.Linear(inner, width)
+        self.dropout = dropout
+        self.window = (backward, forward)
+        self.use_flash = flash_attn_func is not None  # toggled by tests to compare both paths
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, out_scale: float = 1.0) -> torch.Tensor:
+        """Attention output projected back to the width, times ``out_scale`` (the caller's dropout rescale)."""
+        B, L, _ = x.shape
+        H, D = self.heads, self.head_dim
+        q, k, v = (proj(x).view(B, L, H, D) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        p = self.dropout if self.training else 0.0
+        weight_scale = 1.0
+        if self._flash_ok(q):
+            y = flash_attn_func(q, k, v, dropout_p=p, window_size=self.window)
+        elif p > 0.0 and not q.is_cuda:
+            # CPU training: SDPA's dropout falls back to its slowest kernel; spell attention out and
+            # drop probabilities with the cheap mask, the 1/(1-p) going into out_proj's weights
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+            scores = torch.matmul(q, k.transpose(-1, -2)) * (D ** -0.5)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            probs = drop(torch.softmax(scores, dim=-1), p, True)
+            y = torch.matmul(probs, v).transpose(1, 2)
+            weight_scale = 1.0 / (1.0 - p)
+        else:
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, L, D]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p).transpose(1, 2)
+        return scaled_linear(y.reshape(B, L, H * D), self.out_proj, weight_scale, out_scale)
+
+    def _flash_ok(self, q: torch.Tensor) -> bool:
+        return (self.use_flash and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
+                and self.head_dim % 8 == 0 and self.head_dim <= 256)
+
+
+class EncoderLayer(nn.Module):
+    """Attention and feed-forward blocks with residuals; norm before (pre-norm) or after each block.
+
+    Each dropout's 1/(1-p) rescale rides on the weights of the linear map that follows it.
+    """
+
+    def __init__(self, width: int, cfg: ModelConfig):
+        super().__init__()
+        self.pre_norm = cfg.pre_norm
+        self.attn = SelfAttention(width, cfg.num_heads, cfg.dropout, cfg.context_backward, cfg.context_forward)
+        self.linear1 = nn.Linear(width, cfg.hidden_size)
+        self.linear2 = nn.Linear(cfg.hidden_size, width)
+        self.activation = F.relu if cfg.activation == "relu" else F.gelu
+        norm = (lambda: ScaleNorm(width ** 0.5)) if cfg.scale_norm else (lambda: nn.LayerNorm(width))
+        self.norm1, self.norm2 = norm(), norm()
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        p, train = self.dropout, self.training
+        s = 1.0 / (1.0 - p) if train else 1.0
+        h = self.attn(self.norm1(x) if self.pre_norm else x, mask, out_scale=s)
+        x = x + drop(h, p, train)
+        if not self.pre_norm:
+            x = self.norm1(x)
+        h = self.norm2(x) if self.pre_norm else x
+        h = drop(self.activation(self.linear1(h)), p, train)
+        h = scaled_linear(h, self.linear2, weight_scale=s, out_scale=s)
+        x = x + drop(h, p, train)
+        if not self.pre_norm:
+            x = self.norm2(x)
+        return x
+
+
+def sinusoidal_table(length: int, width: int) -> torch.Tensor:
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
+    table = torch.zeros(length, width)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)[:, : width // 2]
+    return table
+
+
+class NDT(nn.Module):
+    """Spike counts [B, T+F, N] (held-out neurons and forward bins zero) -> log rates [B, T+F, N].
+
+    The data shape (bins and neurons) is stored in the ``dims`` buffer so a checkpoint's plain
+    state_dict plus its config rebuild the model without the data.
+    """
+
+    def __init__(self, cfg: ModelConfig, trial_bins: int, forward_bins: int, n_heldin: int, n_heldout: int):
+        super().__init__()
+        self.cfg = cfg
+        self.trial_bins, self.forward_bins = trial_bins, forward_bins
+        self.n_heldin, self.n_heldout = n_heldin, n_heldout
+        self.register_buffer("dims", torch.tensor([trial_bins, forward_bins, n_heldin, n_heldout]))
+        n = n_heldin + n_heldout
+        length = trial_bins + forward_bins
+        if cfg.embedding == "count":
+            width = n * cfg.embed_dim
+            self.embedder = nn.Embedding(cfg.max_spike_count + 1, cfg.embed_dim)
+        elif cfg.embedding == "linear":
+            width = n
+            self.embedder = nn.Linear(n, n)
+        else:
+            width = n
+            self.embedder = None
+        self.width = width
+        self.scale = math.sqrt(width)  # as NDT: embedded counts scaled by sqrt(width) before positions
+        if cfg.position == "learned":
+            self.position = nn.Parameter(torch.zeros(length, width))
+        else:
+            self.register_buffer("position", sinusoidal_table(length, width), persistent=False)
+        self.layers = nn.ModuleList(EncoderLayer(width, cfg) for _ in range(cfg.num_layers))
+        self.final_norm = (ScaleNorm(width ** 0.5) if cfg.scale_norm else nn.LayerNorm(width)) if cfg.pre_norm else None
+        self.readout = nn.Linear(width, n)
+        mask = band_mask(length, cfg.context_backward, cfg.context_forward)
+        self.register_buffer("attn_mask", mask, persistent=False)
+        self._init_weights()
+
+    def _init_weights(self):
+        for layer in self.layers:
+            attn = layer.attn
+            # q, k, v drawn as one fused [3*inner, width] matrix would be, as in nn.MultiheadAttention
+            bound = math.sqrt(6.0 / (self.width + 3 * attn.heads * attn.head_dim))
+            for lin in (attn.q_proj, attn.k_proj, attn.v_proj):
+                nn.init.uniform_(lin.weight, -bound, bound)
+            for lin in (attn.out_proj, layer.linear1, layer.linear2):
+                nn.init.xavier_uniform_(lin.weight)
+            for lin in (attn.q_proj, attn.k_proj, attn.v_proj, attn.out_proj, layer.linear1, layer.linear2):
+                nn.init.zeros_(lin.bias)
+        nn.init.uniform_(self.readout.weight, -0.1, 0.1)
+        nn.init.zeros_(self.readout.bias)
+        if isinstance(self.position, nn.Parameter):
+            nn.init.normal_(self.position, std=0.02)
+        if self.cfg.fixup_init:
+            # T-Fixup (Huang et al. 2020), as NDT: shrink the residual branches' weights by 0.67 N^-1/4
+            # (values by a further sqrt 2) so training is stable without warm-up-dependent layer norms.
+            s = 0.67 * self.cfg.num_layers ** -0.25
+            with torch.no_grad():
+                for layer in self.layers:
+                    for w in (layer.linear1.weight, layer.linear2.weight, layer.attn.out_proj.weight):
+                        w.mul_(s)
+                    layer.attn.v_proj.weight.mul_(s * 2 ** 0.5)
+                if self.embedder is not None:
+                    nn.init.normal_(self.embedder.weight, std=self.width ** -0.5)
+                    self.embedder.weight.mul_((9 * self.cfg.num_layers) ** -0.25)
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        B, L, _ = spikes.shape
+        if self.cfg.embedding == "count":
+            counts = spikes.clamp(0, self.cfg.max_spike_count).long()
+            x = self.embedder(counts).reshape(B, L, self.width)
+        elif self.embedder is not None:
+            x = self.embedder(spikes)
+        else:
+            x = spikes
+        x = x * self.scale + self.position[:L]
+        x = dropout(x, self.cfg.dropout_embedding, self.training)
+        mask = None if self.attn_mask is None else self.attn_mask[:L, :L]
+        for layer in self.layers:
+            x = layer(x, mask)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        p = self.cfg.dropout_rates if self.training else 0.0
+        out = scaled_linear(drop(x, p, self.training), self.readout, weight_scale=1.0 / (1.0 - p))
+        if self.cfg.log_rate:
+            return out
+        # rate read-out: a softplus keeps rates positive; return its log so one loss serves both
+        return torch.log(F.softplus(out) + 1e-8)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def build_model(cfg: ModelConfig, trial_bins: int, forward_bins: int, n_heldin: int, n_heldout: int) -> NDT:
+    if min(trial_bins, n_heldin) < 1 or min(forward_bins, n_heldout) < 0:
+        raise ModelError(f"cannot build an NDT for {trial_bins}+{forward_bins} bins and "
+                         f"{n_heldin}+{n_heldout} neurons")
+    return NDT(cfg, trial_bins, forward_bins, n_heldin, n_heldout)

@@ -1,0 +1,256 @@
+"""nlb_tools tensors for a dataset key and phase, cached as ``.h5``.
+
+Why a cache: building tensors means loading an NWB file into pandas at 1 ms and re-binning it,
+which takes seconds to minutes; every training run needs the same arrays. The cache file records a
+fingerprint of the source NWB files (path, size, modification time) and is rebuilt when they
+change. Everything is made by nlb_tools itself (``NWBDataset``, ``make_train_input_tensors``,
+``make_eval_input_tensors``, ``make_eval_target_tensors``) so the arrays are exactly the
+benchmark's.
+
+Phases: ``val`` trains on the train split and evaluates on val (targets known, built here);
+``test`` trains on train+val and evaluates on test (held-out targets hidden; a synthetic
+stand-in keeps them in ``eval_data_test.h5`` beside the test NWB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .datasets import DatasetInfo, resolve
+from .fileio import atomic_path
+from .settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+PHASES = ("val", "test")
+CACHE_FORMAT = 1
+VAL_KEYS = (
+    "train_spikes_heldin",
+    "train_spikes_heldout",
+    "train_spikes_heldin_forward",
+    "train_spikes_heldout_forward",
+    "eval_spikes_heldin",
+    "eval_spikes_heldout",
+    "eval_spikes_heldin_forward",
+    "eval_spikes_heldout_forward",
+)
+TEST_KEYS = (
+    "train_spikes_heldin",
+    "train_spikes_heldout",
+    "train_spikes_heldin_forward",
+    "train_spikes_heldout_forward",
+    "eval_spikes_heldin",
+)
+EVAL_TARGETS_NAME = "eval_data_test.h5"
+
+
+class DataFileError(Exception):
+    """A missing or unreadable NWB (or targets) file; the message names it."""
+
+
+def _check_phase(phase: str) -> None:
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+
+
+def _sources(info: DatasetInfo, phase: str, raw_dir: Path) -> list[Path]:
+    paths = [info.train_path(raw_dir)]
+    if phase == "test":
+        paths.append(info.test_path(raw_dir))
+    for p in paths:
+        if not p.is_file():
+            raise DataFileError(
+                f"{info.name}: NWB file not found: {p} (download it with `download_data.py "
+                f"{info.name}`, or point NLB_DATA_RAW at the folder holding {info.dandiset}/)"
+            )
+    return paths
+
+
+def _fingerprint(paths: list[Path], dataset_key: str, phase: str) -> str:
+    h = hashlib.sha256(f"{CACHE_FORMAT}|{dataset_key}|{phase}".encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"|{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _quiet_nlb():
+    """nlb_tools under pandas 2 logs each alignment and raises harmless FutureWarnings."""
+    logging.getLogger("nlb_tools").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="nlb_tools")
+
+
+def _readable(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return "units" in f and "intervals" in f and "trials" in f["intervals"]
+    except OSError:
+        return False
+
+
+def _open_dataset(info: DatasetInfo, bin_ms: int, phase: str, paths: list[Path]):
+    """Load with nlb_tools and re-bin; an unreadable file raises DataFileError naming it."""
+    from nlb_tools.nwb_interface import NWBDataset
+
+    for p in paths:
+        if not _readable(p):
+            raise DataFileError(f"{p} is not a readable NLB NWB file (corrupt, truncated, or lacks "
+                                "units/trials); delete it and download it again")
+    _quiet_nlb()
+    if len(paths) == 1:
+        target, prefix = str(paths[0]), ""
+    else:  # both files of the dataset: NWBDataset stacks them into one recording
+        names = [p.name for p in paths]
+        prefix = os.path.commonprefix(names)
+        target = str(paths[0].parent)
+    try:
+        ds = NWBDataset(target, prefix)
+        ds.resample(bin_ms)
+    except Exception as err:  # nlb_tools raises bare asserts/KeyErrors on malformed files
+        raise DataFileError(f"cannot load {', '.join(map(str, paths))} with nlb_tools: "
+                            f"{type(err).__name__}: {err}") from err
+    return ds
+
+
+def _build(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path]):
+    """Tensors (and for ``val`` the eval targets) of one key and phase, straight from nlb_tools."""
+    from nlb_tools.make_tensors import (PARAMS, make_eval_input_tensors,
+                                        make_eval_target_tensors, make_train_input_tensors)
+
+    _, bin_ms = resolve(dataset_key)
+    ds = _open_dataset(info, bin_ms, phase, paths)
+    name = info.name
+    train_split = "train" if phase == "val" else ["train", "val"]
+    eval_split = "val" if phase == "val" else "test"
+    logger.info("building %s %s tensors with nlb_tools", dataset_key, phase)
+    train = make_train_input_tensors(ds, name, trial_split=train_split, include_forward_pred=True,
+                                     save_file=False)
+    evals = make_eval_input_tensors(ds, name, trial_split=eval_split, save_file=False)
+    tensors = {**train, **evals}
+    targets = None
+    if phase == "val":
+        targets = make_eval_target_tensors(ds, name, train_trial_split="train", eval_trial_split="val",
+                                           save_file=False, include_psth="psth_params" in PARAMS[name])
+        tensors["eval_spikes_heldin_forward"] = targets[dataset_key]["eval_spikes_heldin_forward"]
+        tensors["eval_spikes_heldout_forward"] = targets[dataset_key]["eval_spikes_heldout_forward"]
+    keys = VAL_KEYS if phase == "val" else TEST_KEYS
+    tensors = {k: np.asarray(tensors[k], dtype=np.float32) for k in keys}
+    return tensors, targets
+
+
+def _cache_paths(cache_dir: Path, dataset_key: str, phase: str) -> tuple[Path, Path]:
+    return cache_dir / f"{dataset_key}_{phase}.h5", cache_dir / f"{dataset_key}_{phase}_targets.h5"
+
+
+def _read_cached_tensors(path: Path, fingerprint: str, keys) -> dict | None:
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("fingerprint") != fingerprint or any(k not in f for k in keys):
+                return None
+            return {k: f[k][()] for k in keys}
+    except (OSError, KeyError):
+        return None
+
+
+def _read_cached_targets(path: Path, fingerprint: str | None) -> dict | None:
+    from nlb_tools.make_tensors import h5_to_dict
+
+    try:
+        with h5py.File(path, "r") as f:
+            if fingerprint is not None and f.attrs.get("fingerprint") != fingerprint:
+                return None
+            return h5_to_dict(f)
+    except (OSError, KeyError):
+        return None
+
+
+def _write_tensors(path: Path, tensors: dict, fingerprint: str, dataset_key: str, phase: str):
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for k, v in tensors.items():
+                f.create_dataset(k, data=v)
+            f.attrs.update(fingerprint=fingerprint, dataset_key=dataset_key, phase=phase,
+                           format=CACHE_FORMAT)
+
+
+def _write_targets(path: Path, targets: dict, fingerprint: str):
+    from nlb_tools.make_tensors import save_to_h5
+
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        save_to_h5(targets, str(tmp), overwrite=True)
+        with h5py.File(tmp, "a") as f:
+            f.attrs["fingerprint"] = fingerprint
+
+
+def _resolve_dirs(raw_dir, cache_dir) -> tuple[Path, Path]:
+    s = get_settings()
+    raw = Path(raw_dir).expanduser().absolute() if raw_dir is not None else s.data_raw
+    cache = Path(cache_dir).expanduser().absolute() if cache_dir is not None else s.cache_dir
+    return raw, cache
+
+
+def load_tensors(dataset_key: str, phase: str = "val", raw_dir: Path | None = None,
+                 cache_dir: Path | None = None) -> dict[str, np.ndarray]:
+    """The nlb_tools spike tensors of ``dataset_key`` for ``phase``, float32 ``[trials, bins, neurons]``.
+
+    ``val``: ``VAL_KEYS``; ``test``: ``TEST_KEYS`` (train = train+val trials, eval = test trials).
+    """
+    _check_phase(phase)
+    info, _ = resolve(dataset_key)
+    raw, cache = _resolve_dirs(raw_dir, cache_dir)
+    paths = _sources(info, phase, raw)
+    fp = _fingerprint(paths, dataset_key, phase)
+    tensor_path, target_path = _cache_paths(cache, dataset_key, phase)
+    keys = VAL_KEYS if phase == "val" else TEST_KEYS
+    cached = _read_cached_tensors(tensor_path, fp, keys)
+    if cached is not None:
+        return cached
+    tensors, targets = _build(info, dataset_key, phase, paths)
+    _write_tensors(tensor_path, tensors, fp, dataset_key, phase)
+    if targets is not None:
+        _write_targets(target_path, targets, fp)
+    return tensors
+
+
+def load_eval_targets(dataset_key: str, phase: str = "val", raw_dir=None, cache_dir=None) -> dict:
+    """``{dataset_key: {...}}``: what ``nlb_tools.evaluation.evaluate`` takes as its targets.
+
+    ``val``: built by nlb_tools from the train NWB (with PSTHs) and cached. ``test``: read from
+    ``eval_data_test.h5`` beside the test NWB (synthetic stand-ins write it; for real data the
+    targets are hidden on EvalAI).
+    """
+    _check_phase(phase)
+    info, _ = resolve(dataset_key)
+    raw, cache = _resolve_dirs(raw_dir, cache_dir)
+    if phase == "test":
+        path = info.test_path(raw).parent / EVAL_TARGETS_NAME
+        if not path.is_file():
+            raise DataFileError(
+                f"test-phase targets for {dataset_key} not found: {path}. Real NLB test targets are "
+                "hidden (score test-phase rates on EvalAI); synthetic stand-ins write this file "
+                "(download_data.py --synthetic)"
+            )
+        targets = _read_cached_targets(path, None)
+        if targets is None:
+            raise DataFileError(f"{path} is not a readable eval-target h5 file")
+        if dataset_key not in targets:
+            raise DataFileError(f"{path} holds no targets for {dataset_key} (has {', '.join(targets)})")
+        return {dataset_key: targets[dataset_key]}
+    paths = _sources(info, phase, raw)
+    fp = _fingerprint(paths, dataset_key, phase)
+    tensor_path, target_path = _cache_paths(cache, dataset_key, phase)
+    cached = _read_cached_targets(target_path, fp)
+    if cached is not None and dataset_key in cached:
+        return {dataset_key: cached[dataset_key]}
+    tensors, targets = _build(info, dataset_key, phase, paths)
+    _write_tensors(tensor_path, tensors, fp, dataset_key, phase)
+    _write_targets(target_path, targets, fp)
+    return {dataset_key: targets[dataset_key]}

@@ -1,0 +1,447 @@
+"""One NDT training run: the unit a Ray Tune trial runs, and ``python -m nlbpipe.train``.
+
+A run is a pure function of its config and data: everything random comes from the seed, and the
+resume state in ``run_dir/last/`` holds every piece of state (weights, optimizer, step, data order,
+early-stopping state, RNGs), so a killed run resumed from it ends exactly where an uninterrupted run
+would. The data live on the device for the whole run and the loop never waits on the device except
+at validation, which is where losses are read, checkpoints kept and progress reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import masking
+from .config import ConfigError, RunConfig, load_config, save_config
+from .fileio import write_json_atomic, write_text_atomic
+from .masking import Layout
+from .model import NDT, ModelError, build_model
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KINDS = ("best_masked_loss", "best_unmasked_loss", "best_co_bps")
+_KIND_METRIC = {"best_masked_loss": ("val_masked_loss", -1), "best_unmasked_loss": ("val_unmasked_loss", -1),
+                "best_co_bps": ("val_co_bps", +1)}  # metric, and the sign of "better"
+_TERMINAL = ("completed", "early_stopped", "diverged")
+_RESUMABLE_DIFFERENCES = {("train", "device"), ("train", "num_threads")}  # may change between a run and its resume
+VAL_MASK_SEED_OFFSET = 7919  # the val batch is masked the same way at every validation
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or continue; the message names the tensor, file or key at fault."""
+
+
+@dataclass
+class RunResult:
+    status: str  # "completed" | "early_stopped" | "diverged"
+    step: int
+    best: dict
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- data
+
+def _require(tensors: dict, key: str, where: str) -> np.ndarray:
+    if key not in tensors:
+        raise TrainError(f"{where} tensors lack {key!r} (have {', '.join(sorted(tensors)) or 'none'})")
+    arr = np.asarray(tensors[key])
+    if arr.ndim != 3:
+        raise TrainError(f"{where} tensor {key!r} has shape {arr.shape}; expected [trials, bins, neurons]")
+    return arr
+
+
+def full_counts(tensors: dict, prefix: str, where: str = "val-phase") -> np.ndarray:
+    """[trials, T+F, N_heldin+N_heldout]: trial bins then forward bins, held-in neurons then held-out."""
+    parts = {k: _require(tensors, f"{prefix}_spikes_{k}", where)
+             for k in ("heldin", "heldout", "heldin_forward", "heldout_forward")}
+    hi, ho, hif, hof = parts["heldin"], parts["heldout"], parts["heldin_forward"], parts["heldout_forward"]
+    for key, arr, trials, bins, neurons in (
+            ("heldout", ho, hi.shape[0], hi.shape[1], None),
+            ("heldin_forward", hif, hi.shape[0], None, hi.shape[2]),
+            ("heldout_forward", hof, hi.shape[0], hif.shape[1], ho.shape[2])):
+        want = (trials, bins, neurons)
+        if any(w is not None and a != w for a, w in zip(arr.shape, want)):
+            raise TrainError(f"{where} tensor {prefix}_spikes_{key} has shape {arr.shape}, inconsistent with "
+                             f"{prefix}_spikes_heldin {hi.shape} (expected {tuple('*' if w is None else w for w in want)})")
+    trial = np.concatenate([hi, ho], axis=2)
+    fwd = np.concatenate([hif, hof], axis=2)
+    return np.ascontiguousarray(np.concatenate([trial, fwd], axis=1), dtype=np.float32)
+
+
+def layout_of(tensors: dict) -> Layout:
+    hi = _require(tensors, "train_spikes_heldin", "val-phase")
+    return Layout(trial_bins=hi.shape[1],
+                  forward_bins=_require(tensors, "train_spikes_heldin_forward", "val-phase").shape[1],
+                  n_heldin=hi.shape[2],
+                  n_heldout=_require(tensors, "train_spikes_heldout", "val-phase").shape[2])
+
+
+def _load_phase(cfg: RunConfig, phase: str) -> dict:
+    from .tensors import load_tensors  # imported late: only runs that are not handed tensors need it
+
+    return load_tensors(cfg.data.dataset, phase, cfg.data.raw_dir, cfg.data.cache_dir)
+
+
+# ----------------------------------------------------------------------------------- schedule
+
+def learning_rate(cfg: RunConfig, step: int) -> float:
+    """Linear warm-up over ``warmup_updates``, then constant or cosine decay to 0 at ``max_updates``."""
+    t = cfg.train
+    if t.warmup_updates and step < t.warmup_updates:
+        return t.lr * (step + 1) / t.warmup_updates
+    if t.lr_schedule == "constant":
+        return t.lr
+    span = max(t.max_updates - t.warmup_updates, 1)
+    progress = min(max(step - t.warmup_updates, 0) / span, 1.0)
+    return t.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def pick_device(cfg: RunConfig) -> torch.device:
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise TrainError("train.device is 'cuda' but no CUDA device is available")
+    if cfg.train.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+# --------------------------------------------------------------------------------- folders
+
+def _replace_dir(final: Path, fill: Callable[[Path], None]) -> None:
+    """Fill a temporary folder, then swap it in: a crash never leaves a half checkpoint under ``final``."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_dir(final: Path) -> None:
+    """Finish a swap a crash interrupted: the old folder comes back if the new one never landed."""
+    old = final.with_name(f".{final.name}.old")
+    if not final.exists() and old.exists():
+        old.rename(final)
+    shutil.rmtree(final.with_name(f".{final.name}.tmp"), ignore_errors=True)
+
+
+def _write_checkpoint(folder: Path, model: NDT, cfg: RunConfig, metrics: dict) -> None:
+    def fill(tmp: Path):
+        torch.save(model.state_dict(), tmp / "model.pt")
+        save_config(cfg, tmp / "config.yaml")
+        write_json_atomic(tmp / "metrics.json", metrics)
+
+    _replace_dir(folder, fill)
+
+
+PROGRESS_COLUMNS = ("step", "train_loss", "val_masked_loss", "val_unmasked_loss", "val_co_bps", "lr",
+                    "best_val_masked_loss", "best_val_unmasked_loss", "best_val_co_bps", "elapsed_s")
+
+
+def _write_progress(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=PROGRESS_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text_atomic(path, buf.getvalue())
+
+
+def _write_status(run_dir: Path, status: str, step: int, best: dict, message: str = "") -> None:
+    write_json_atomic(run_dir / "status.json", {"status": status, "step": step, "best": best, "message": message,
+                                                "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+# ------------------------------------------------------------------------------------ the run
+
+class _Run:
+    """The mutable state of one run; everything in it goes into ``last/`` so resume is exact."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, tensors: dict, device: torch.device):
+        self.cfg, self.run_dir, self.device = cfg, run_dir, device
+        self.layout = layout_of(tensors)
+        self.train_counts = torch.from_numpy(full_counts(tensors, "train")).to(device)
+        self.val_counts = torch.from_numpy(full_counts(tensors, "eval")).to(device)
+        if self.train_counts.shape[1:] != self.val_counts.shape[1:]:
+            raise TrainError(f"train tensors are {tuple(self.train_counts.shape[1:])} [bins, neurons] per trial "
+                             f"but eval tensors are {tuple(self.val_counts.shape[1:])}")
+        self.val_heldout = np.asarray(tensors["eval_spikes_heldout"], dtype=np.float64)
+        L = self.layout
+        try:
+            self.model = build_model(cfg.model, L.trial_bins, L.forward_bins, L.n_heldin, L.n_heldout).to(device)
+        except ModelError as err:
+            raise TrainError(str(err)) from None
+        # random replacement counts stay within what the data (and a count embedding) can express
+        max_count = int(torch.nan_to_num(self.train_counts[:, : L.trial_bins, : L.n_heldin]).max().item())
+        self.max_count = max(1, min(max_count, cfg.model.max_spike_count) if cfg.model.embedding == "count" else max_count)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
+                                           weight_decay=cfg.train.weight_decay)
+        self.mask_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
+        self.step = 0
+        self.perm = torch.empty(0, dtype=torch.long, device=device)
+        self.cursor = 0
+        self.best = {"val_masked_loss": math.inf, "val_unmasked_loss": math.inf, "val_co_bps": -math.inf,
+                     "step_masked_loss": -1, "step_unmasked_loss": -1, "step_co_bps": -1}
+        self.history: list[dict] = []
+        self.elapsed = 0.0
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
+
+    # -- batches: one shuffled pass over the train trials after another; a short last batch is kept
+    def next_batch(self) -> torch.Tensor:
+        n = self.train_counts.shape[0]
+        if self.cursor >= self.perm.numel():
+            self.perm = torch.randperm(n, generator=self.mask_gen, device=self.device)
+            self.cursor = 0
+        idx = self.perm[self.cursor: self.cursor + self.cfg.train.batch_size]
+        self.cursor += self.cfg.train.batch_size
+        return self.train_counts[idx]
+
+    def train_step(self) -> torch.Tensor:
+        cfg = self.cfg.train
+        targets = self.next_batch()
+        span = masking.current_span(cfg, self.step)
+        x, loss_mask = masking.mask_batch(targets, self.layout, cfg, span, self.max_count, self.mask_gen)
+        lr = learning_rate(self.cfg, self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self.autocast:
+            log_rates = self.model(x)
+        loss = masking.poisson_loss(log_rates.float(), targets, loss_mask)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return loss.detach()
+
+    @torch.no_grad()
+    def validate(self, batch_size: int = 256) -> dict:
+        """Masked loss (fixed masks), unmasked loss (held-out neurons + forward bins), co-bps on val trials."""
+        self.model.eval()
+        L, cfg = self.layout, self.cfg.train
+        gen = torch.Generator(device=self.device).manual_seed(cfg.seed + VAL_MASK_SEED_OFFSET)
+        span = cfg.mask_max_span  # one fixed objective across the run, comparable between validations
+        m_sum = m_cnt = u_sum = u_cnt = 0.0
+        heldout_rates = []
+        for start in range(0, self.val_counts.shape[0], batch_size):
+            targets = self.val_counts[start: start + batch_size]
+            with self.autocast:
+                x, mask = masking.mask_batch(targets, L, cfg, span, self.max_count, gen)
+                masked_lr = self.model(x).float()
+                plain_lr = self.model(masking.model_input(targets, L)).float()
+            s, c = masking.poisson_loss_sum(masked_lr, targets, mask)
+            m_sum, m_cnt = m_sum + s, m_cnt + c
+            s, c = masking.poisson_loss_sum(plain_lr, targets, masking.unmasked_loss_mask(targets.shape, L, self.device))
+            u_sum, u_cnt = u_sum + s, u_cnt + c
+            heldout_rates.append(torch.exp(plain_lr[:, : L.trial_bins, L.n_heldin:]))
+        self.model.train()
+        rates = torch.cat(heldout_rates).double().cpu().numpy()
+        return {"val_masked_loss": float(m_sum / m_cnt), "val_unmasked_loss": float(u_sum / u_cnt),
+                "val_co_bps": _co_bps(rates, self.val_heldout)}
+
+    # -- resume state
+    def save_last(self) -> Path:
+        state = {
+            "optimizer": self.optimizer.state_dict(), "step": self.step, "perm": self.perm.cpu(),
+            "cursor": self.cursor, "best": dict(self.best), "history": list(self.history),
+            "elapsed": self.elapsed, "rng_torch": torch.get_rng_state(), "rng_mask": self.mask_gen.get_state().cpu(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+        }
+
+        def fill(tmp: Path):
+            torch.save(self.model.state_dict(), tmp / "model.pt")
+            torch.save(state, tmp / "state.pt")
+            save_config(self.cfg, tmp / "config.yaml")
+
+        path = self.run_dir / "last"
+        _replace_dir(path, fill)
+        return path
+
+    def load_last(self, path: Path) -> None:
+        try:
+            self.model.load_state_dict(torch.load(path / "model.pt", map_location=self.device, weights_only=True))
+            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (OSError, RuntimeError, KeyError) as err:
+            raise TrainError(f"cannot resume from {path}: {err}") from None
+        self.step, self.cursor = int(state["step"]), int(state["cursor"])
+        self.perm = state["perm"].to(self.device)
+        self.best, self.history, self.elapsed = dict(state["best"]), list(state["history"]), float(state["elapsed"])
+        torch.set_rng_state(state["rng_torch"])
+        self.mask_gen.set_state(state["rng_mask"].to(self.mask_gen.get_state().device))
+        if self.device.type == "cuda" and state["rng_cuda"]:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+
+def _co_bps(rates_heldout: np.ndarray, spikes_heldout: np.ndarray) -> float:
+    try:
+        from .scoring import co_bps
+    except ImportError:  # scoring.py not there yet: the same formula, straight from nlb_tools
+        from nlb_tools.evaluation import bits_per_spike as co_bps
+    return float(co_bps(rates_heldout, spikes_heldout))
+
+
+def _check_resumable(cfg: RunConfig, run_dir: Path) -> None:
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = load_config(saved_path).to_dict()
+    now = cfg.to_dict()
+    diffs = [f"{s}.{k}" for s in now for k in now[s] if now[s][k] != saved[s].get(k)
+             and (s, k) not in _RESUMABLE_DIFFERENCES]
+    if diffs:
+        raise TrainError(f"{run_dir} holds a run with a different config ({', '.join(diffs)}); "
+                         "use a fresh --run-dir or the same config")
+
+
+def _kept(run_dir: Path) -> dict[str, Path]:
+    return {k: run_dir / "checkpoints" / k for k in CHECKPOINT_KINDS if (run_dir / "checkpoints" / k / "model.pt").is_file()}
+
+
+def _write_rates(checkpoints: dict[str, Path], tensors: dict, test_tensors: dict | None) -> None:
+    from .inference import write_checkpoint_rates
+
+    for kind, folder in checkpoints.items():
+        write_checkpoint_rates(folder, tensors, test_tensors)
+    if test_tensors is None and checkpoints:
+        log.info("no test-phase tensors: rates_test.h5 not written for %s", ", ".join(checkpoints))
+
+
+def train(config: RunConfig, run_dir: Path, *, report: Callable[[dict, Path | None], None] | None = None,
+          tensors: dict | None = None, test_tensors: dict | None = None) -> RunResult:
+    """Train one NDT in ``run_dir`` (resuming from ``run_dir/last`` if there); see the module docstring."""
+    cfg = config
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for folder in [run_dir / "last", *(run_dir / "checkpoints" / k for k in CHECKPOINT_KINDS)]:
+        _recover_dir(folder)
+    _check_resumable(cfg, run_dir)
+    save_config(cfg, run_dir / "config.yaml")
+    if tensors is None:
+        tensors = _load_phase(cfg, "val")
+        if test_tensors is None:
+            try:
+                test_tensors = _load_phase(cfg, "test")
+            except (OSError, KeyError, ValueError) as err:
+                log.info("test-phase tensors unavailable (%s); test rates will be skipped", err)
+
+    status_file = run_dir / "status.json"
+    if status_file.is_file():
+        import json
+
+        done = json.loads(status_file.read_text())
+        if done.get("status") in _TERMINAL:
+            kept = _kept(run_dir)
+            _write_rates({k: p for k, p in kept.items() if not (p / "rates_val.h5").is_file()
+                          or (test_tensors is not None and not (p / "rates_test.h5").is_file())}, tensors, test_tensors)
+            return RunResult(done["status"], int(done["step"]), done.get("best", {}), kept)
+
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed % 2**32)
+    random.seed(cfg.train.seed)
+    device = pick_device(cfg)
+    run = _Run(cfg, run_dir, tensors, device)
+    if (run_dir / "last" / "state.pt").is_file():
+        run.load_last(run_dir / "last")
+        log.info("resumed %s at update %d", run_dir, run.step)
+    log.info("NDT with %d parameters on %s; %d train / %d val trials", run.model.num_parameters(), device,
+             run.train_counts.shape[0], run.val_counts.shape[0])
+    _write_status(run_dir, "running", run.step, run.best)
+
+    t = cfg.train
+    status, message = "completed", ""
+    loss_sum = torch.zeros((), device=device)
+    losses_since = 0
+    t0 = time.perf_counter() - run.elapsed
+    while run.step < t.max_updates:
+        loss_sum += run.train_step()
+        losses_since += 1
+        if run.step % t.val_interval and run.step < t.max_updates:
+            continue
+        # ---- validation: the one place the loop reads values back from the device
+        train_loss = float(loss_sum / losses_since)
+        loss_sum.zero_()
+        losses_since = 0
+        if not math.isfinite(train_loss):
+            status, message = "diverged", f"train loss became {train_loss} by update {run.step}"
+            break
+        metrics = {"step": run.step, "train_loss": train_loss, **run.validate(), "lr": learning_rate(cfg, run.step - 1)}
+        if not all(math.isfinite(metrics[k]) for k in ("val_masked_loss", "val_unmasked_loss", "val_co_bps")):
+            status, message = "diverged", f"validation at update {run.step} gave a non-finite value: {metrics}"
+            break
+        for kind in CHECKPOINT_KINDS:
+            key, sign = _KIND_METRIC[kind]
+            if sign * (metrics[key] - run.best[key]) > 0:
+                run.best[key] = metrics[key]
+                run.best["step" + key[len("val"):]] = run.step
+                _write_checkpoint(run_dir / "checkpoints" / kind, run.model, cfg, {**metrics, "kind": kind})
+        run.elapsed = time.perf_counter() - t0
+        metrics.update({f"best_{k}": run.best[k] for k in ("val_masked_loss", "val_unmasked_loss", "val_co_bps")},
+                       elapsed_s=round(run.elapsed, 3))
+        run.history.append(metrics)
+        stop = t.patience != -1 and run.step - run.best["step_masked_loss"] >= t.patience
+        last = run.save_last()
+        _write_progress(run_dir / "progress.csv", run.history)
+        log.info("update %d/%d  train %.4f  val masked %.4f  unmasked %.4f  co-bps %.4f  (best %.4f)  %.1f upd/s",
+                 run.step, t.max_updates, train_loss, metrics["val_masked_loss"], metrics["val_unmasked_loss"],
+                 metrics["val_co_bps"], run.best["val_co_bps"], run.step / max(run.elapsed, 1e-9))
+        if report is not None:
+            report(metrics, last)
+        if stop:
+            status = "early_stopped"
+            message = f"no better val masked loss for {run.step - run.best['step_masked_loss']} updates"
+            break
+
+    if status == "diverged":
+        log.warning("run diverged: %s", message)
+    kept = _kept(run_dir)
+    best = {k: v for k, v in run.best.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    _write_rates(kept, tensors, test_tensors)
+    _write_status(run_dir, status, run.step, best, message)
+    return RunResult(status, run.step, best, kept)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nlbpipe.train", description="Train one NDT from a run config.")
+    parser.add_argument("config", type=Path, help="run config YAML (docs/architecture.md)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.lr=1e-3 (repeatable)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<config name>)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = args.run_dir or Path("runs") / args.config.stem
+        result = train(cfg, run_dir)
+    except (ConfigError, TrainError, FileNotFoundError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{result.status} at update {result.step}: " +
+          ", ".join(f"{k}={v:.4f}" for k, v in result.best.items() if k.startswith("val_")))
+    for kind, path in result.checkpoints.items():
+        print(f"  {kind}: {path}")
+    return 1 if result.status == "diverged" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
