@@ -186,7 +186,6 @@ class HeldoutScorer:
             raise EnsembleError(f"held-out val spikes must be [trials, bins, neurons], got shape {spikes.shape}")
         self.shape = spikes.shape
         self._valid = ~np.isnan(spikes)
-        self._spikes = spikes
         hit = self._valid & (np.nan_to_num(spikes) > 0)
         self._hit = hit
         self.s = spikes[hit]
@@ -194,7 +193,9 @@ class HeldoutScorer:
         self.n_trials = spikes.shape[0]
         self.R: list[np.ndarray] = []
         self.tot: list[np.ndarray] = []
-        self._null_cache: dict[bytes, tuple[float, float]] = {}
+        # per trial and neuron: spike count and valid bins, and sum of s*log(s!) terms cancel (gammaln)
+        self._spk_tn = np.nansum(spikes, axis=1)
+        self._valid_tn = self._valid.sum(axis=1).astype(np.float64)
 
     def __len__(self) -> int:
         return len(self.R)
@@ -212,19 +213,18 @@ class HeldoutScorer:
         return np.stack(self.R), np.stack(self.tot)
 
     def null_part(self, trials: np.ndarray | None = None) -> tuple[float, float]:
-        """(null model NLL without the gammaln terms, spike count) over a trial subset."""
-        from nlb_tools.evaluation import neg_log_likelihood
-        from scipy.special import gammaln
+        """(null model NLL without the gammaln terms, spike count) over a trial subset.
 
+        nlb_tools' null predicts each neuron's mean count over the scored (non-NaN) bins, zero
+        means replaced by 1e-9; its NLL is sum_n V_n m_n - S_n log m_n with S_n spikes and V_n bins.
+        """
         mask = np.ones(self.n_trials, bool) if trials is None else np.asarray(trials, bool)
-        key = np.packbits(mask).tobytes()
-        if key not in self._null_cache:
-            spikes = self._spikes[mask]
-            null = np.tile(np.nanmean(spikes, axis=(0, 1), keepdims=True), spikes.shape[:-1] + (1,))
-            nll = neg_log_likelihood(null, spikes, zero_warning=False)
-            gl = np.nansum(gammaln(spikes + 1.0))
-            self._null_cache[key] = (float(nll - gl), float(np.nansum(spikes)))
-        return self._null_cache[key]
+        S = self._spk_tn[mask].sum(axis=0)
+        V = self._valid_tn[mask].sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = np.where(V > 0, S / np.where(V > 0, V, 1), 0.0)
+        m = np.where(m == 0, _MIN_RATE, m)
+        return float(np.sum(V * m - S * np.log(m))), float(S.sum())
 
     def co_bps(self, weights: np.ndarray, trials: np.ndarray | None = None) -> float:
         """co-bps of ``sum_k weights[k] * rates_k`` (weights need not sum to one)."""
@@ -249,19 +249,22 @@ def _bits(null_nll: float, loglik, n_spikes: float):
     return (null_nll + np.asarray(loglik)) / n_spikes / math.log(2)
 
 
+def log_rates(R: np.ndarray) -> np.ndarray:
+    return np.log(np.where(R == 0, _MIN_RATE, R))
+
+
 class _Subset:
     """The statistics restricted to a set of val trials, in float32 for the candidate search."""
 
-    def __init__(self, scorer: HeldoutScorer, R: np.ndarray, tot: np.ndarray, trials: np.ndarray | None):
+    def __init__(self, scorer: HeldoutScorer, R: np.ndarray, tot: np.ndarray, trials: np.ndarray | None,
+                 logR: np.ndarray | None = None):
         mask = np.ones(scorer.n_trials, bool) if trials is None else np.asarray(trials, bool)
         sel = mask[scorer.trial_of]
         self.s = scorer.s[sel]
-        self.s32 = self.s.astype(np.float32)
         self.R = R[:, sel]
-        self.R32 = self.R.astype(np.float32)
+        self._logR = None if logR is None else logR[:, sel]
         self.tot = tot[:, mask].sum(axis=1)
         self.null, self.nsp = scorer.null_part(mask)
-        self.sum_s = float(self.s.sum())
 
     def score_counts(self, counts: np.ndarray) -> float:
         """Exact (float64) co-bps of the pick-count-weighted mean."""
@@ -283,30 +286,70 @@ class _Subset:
             out[n - 1] = _bits(self.null, self.s @ np.log(mix) - ctot / n, self.nsp)
         return out
 
-    def greedy_path(self, n_init: int, max_size: int) -> list[int]:
-        """Caruana forward selection with replacement; returns the pick sequence (init included)."""
+    def greedy_path(self, n_init: int, max_size: int, batch: int | None = 8) -> list[int]:
+        """Caruana forward selection with replacement; returns the pick sequence (init included).
+
+        Each step picks the k maximising sum(s * log(C + R_k)) - tot_k / n, where C is the summed
+        rates of the picks so far: naively a log per spike bin per candidate. Instead, with m = C/n'
+        the current mean (n' picks) and x_k = (R_k - m) / (n m) > -1, log(C + R_k) = log(n m) +
+        log1p(x_k), and the series x - x^2/2 + x^3/3 is an upper bound of log1p(x) for every
+        x > -1 (the remainder is -x^4/4(1+xi)^4). Three matrix-vector products give that bound
+        for all candidates; candidates are then scored exactly in order of their bound, ``batch``
+        at a time, until the best exact score beats every remaining bound. The pick is therefore
+        the exact argmax, found with a few exact evaluations (``batch=None``: all, exactly).
+        """
         K = self.R.shape[0]
         singles = self.topn_single()
         init = list(np.argsort(-singles, kind="stable")[: min(n_init, K)])
         picks = list(init)
-        csum = self.R32[init].sum(axis=0)
-        ctot = float(self.tot[init].sum())
-        tiny = np.float32(_MIN_RATE)
+        csum = self.R[init].sum(axis=0)
+        bounded = batch is not None and batch < K
+        if bounded:
+            R2 = self.R * self.R
+            R3 = R2 * self.R
+            S0 = float(self.s.sum())
         while len(picks) < max_size:
-            n = len(picks) + 1
-            cand = csum[None, :] + self.R32
-            np.maximum(cand, tiny * n, out=cand)
-            np.log(cand, out=cand)
-            ll = cand @ self.s32 - self.sum_s * math.log(n) - (ctot + self.tot) / n
-            best = int(np.argmax(ll))
+            n_cur = len(picks)
+            n = n_cur + 1
+            m = np.maximum(csum / n_cur, _MIN_RATE)
+            u = 1.0 / (n * m)
+            c = 1.0 / n
+
+            def exact(idx):
+                x = self.R[idx] * u - c
+                np.log1p(x, out=x)
+                return x @ self.s - self.tot[idx] / n
+
+            if not bounded:
+                best = int(np.argmax(exact(np.arange(K))))
+            else:
+                su = self.s * u
+                y1 = self.R @ su
+                y2 = R2 @ (su * u)
+                y3 = R3 @ (su * u * u)
+                sx1 = y1 - c * S0
+                sx2 = y2 - 2 * c * y1 + c * c * S0
+                sx3 = y3 - 3 * c * y2 + 3 * c * c * y1 - c ** 3 * S0
+                bound = sx1 - sx2 / 2 + sx3 / 3 - self.tot / n
+                order = np.argsort(-bound, kind="stable")
+                best, best_ll = -1, -np.inf
+                for start in range(0, K, batch):
+                    idx = order[start: start + batch]
+                    ll = exact(idx)
+                    j = int(np.argmax(ll))
+                    if ll[j] > best_ll:
+                        best, best_ll = int(idx[j]), float(ll[j])
+                    nxt = start + batch
+                    if nxt >= K or best_ll >= bound[order[nxt]] - 1e-9 * abs(bound[order[nxt]]):
+                        break
             picks.append(best)
-            csum += self.R32[best]
-            ctot += float(self.tot[best])
+            csum += self.R[best]
         return picks
 
     def topn_single(self) -> np.ndarray:
-        mix = np.where(self.R == 0, _MIN_RATE, self.R)
-        return _bits(self.null, np.log(mix) @ self.s - self.tot, self.nsp)
+        if self._logR is None:
+            self._logR = log_rates(self.R)
+        return _bits(self.null, self._logR @ self.s - self.tot, self.nsp)
 
     def path_scores(self, picks: Sequence[int], n_init: int) -> np.ndarray:
         """Exact co-bps after each pick from the initial ensemble on (index 0 = init)."""
@@ -397,7 +440,8 @@ def select(
     K = R.shape[0]
     if K == 0:
         raise EnsembleError("no checkpoint to ensemble")
-    full = _Subset(scorer, R, tot, None)
+    logR = log_rates(R)  # once: every fold's single-model scores index into it
+    full = _Subset(scorer, R, tot, None, logR)
     curve = full.topn_curve(K)
     singles = full.topn_single()
     if size == "auto":
@@ -410,9 +454,9 @@ def select(
 
     cv_top = []
     for held in masks:
-        train, test = _Subset(scorer, R, tot, ~held), _Subset(scorer, R, tot, held)
+        train, test = _Subset(scorer, R, tot, ~held, logR), _Subset(scorer, R, tot, held, logR)
         n = int(np.nanargmax(train.topn_curve(K))) + 1 if size == "auto" else n_top
-        cv_top.append(test.topn_curve(n)[-1])
+        cv_top.append(test.score_counts(np.r_[np.ones(n), np.zeros(K - n)]))
     topn = _counts_to_selection("topn", list(range(n_top)), K, float(curve[n_top - 1]), _nanmean(cv_top))
 
     greedy = path = cv_path = None
@@ -424,7 +468,7 @@ def select(
         if masks:
             per_fold = []
             for held in masks:
-                train, test = _Subset(scorer, R, tot, ~held), _Subset(scorer, R, tot, held)
+                train, test = _Subset(scorer, R, tot, ~held, logR), _Subset(scorer, R, tot, held, logR)
                 per_fold.append(test.path_scores(train.greedy_path(n_init, max_size), n_init))
             cv_path = np.nanmean(np.stack(per_fold), axis=0)
             best = int(np.nanargmax(cv_path))
@@ -475,9 +519,11 @@ def weighted_mean_rates(
             x = np.asarray(read(src, key))
             if acc is None:
                 acc = np.zeros(x.shape, np.float64)
+                buf = np.empty(x.shape, np.float64)
             elif x.shape != acc.shape:
                 raise EnsembleError(f"{_name(src)}: {key} has shape {x.shape}, other members {acc.shape}")
-            acc += float(w) * x.astype(np.float64, copy=False)
+            np.multiply(x, float(w), out=buf, dtype=np.float64)
+            acc += buf
         out[key] = acc.astype(np.float32)
     return out
 

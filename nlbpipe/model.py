@@ -75,7 +75,7 @@ def drop(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Zero dropped elements WITHOUT the 1/(1-p) rescale: callers fold it into the next linear map."""
     if not training or p == 0.0:
         return x
-    return x.masked_fill(~keep_mask(x.shape, p, x.device), 0.0)
+    return torch.where(keep_mask(x.shape, p, x.device), x, 0.0)  # one pass forward and backward
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -119,16 +119,17 @@ class SelfAttention(nn.Module):
         """Attention output projected back to the width, times ``out_scale`` (the caller's dropout rescale)."""
         B, L, _ = x.shape
         H, D = self.heads, self.head_dim
-        q, k, v = (proj(x).view(B, L, H, D) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q = scaled_linear(x, self.q_proj, out_scale=D ** -0.5).view(B, L, H, D)  # softmax scale rides on q's weights
+        k, v = (proj(x).view(B, L, H, D) for proj in (self.k_proj, self.v_proj))
         p = self.dropout if self.training else 0.0
         weight_scale = 1.0
         if self._flash_ok(q):
-            y = flash_attn_func(q, k, v, dropout_p=p, window_size=self.window)
+            y = flash_attn_func(q, k, v, dropout_p=p, softmax_scale=1.0, window_size=self.window)
         elif p > 0.0 and not q.is_cuda:
             # CPU training: SDPA's dropout falls back to its slowest kernel; spell attention out and
             # drop probabilities with the cheap mask, the 1/(1-p) going into out_proj's weights
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-            scores = torch.matmul(q, k.transpose(-1, -2)) * (D ** -0.5)
+            scores = torch.matmul(q, k.transpose(-1, -2))
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             probs = drop(torch.softmax(scores, dim=-1), p, True)
@@ -136,7 +137,7 @@ class SelfAttention(nn.Module):
             weight_scale = 1.0 / (1.0 - p)
         else:
             q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, L, D]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p).transpose(1, 2)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=1.0).transpose(1, 2)
         return scaled_linear(y.reshape(B, L, H * D), self.out_proj, weight_scale, out_scale)
 
     def _flash_ok(self, q: torch.Tensor) -> bool:

@@ -300,15 +300,16 @@ def run_search(opts: SearchOptions):
                                    resume_errored=False, restart_errored=False)
     else:
         space = space_from_dict(setup["search_space"], str(exp_dir / SETUP_FILE))
-        searcher = SkoptSearcher(space, n_initial_points=opts.n_initial_points, acq_func=opts.acq_func,
-                                 seed=opts.seed)
+        # metric and mode go to the searcher itself: Tune only forwards TuneConfig's to a searcher
+        # when a param_space is given, and here the searcher owns the whole space.
+        searcher = SkoptSearcher(space, setup["metric"], setup["mode"], n_initial_points=opts.n_initial_points,
+                                 acq_func=opts.acq_func, seed=opts.seed)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 metric=setup["metric"], mode=setup["mode"], search_alg=searcher,
                 scheduler=_scheduler(opts, cfg), num_samples=setup["samples"],
                 max_concurrent_trials=opts.max_concurrent, trial_dirname_creator=trial_dirname,
-                trial_name_creator=lambda trial: trial.trial_id,
             ),
             run_config=tune.RunConfig(
                 name=opts.experiment_name, storage_path=str(opts.storage_path),

@@ -30,7 +30,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -143,10 +142,18 @@ def _scaled(n: int, scale: float, minimum: int) -> int:
     return max(minimum, int(round(n * scale)))
 
 
-def _balanced_conditions(rng, n_trials: int, n_conds: int) -> np.ndarray:
-    """Condition index per trial covering conditions as evenly as possible, shuffled."""
-    reps = np.resize(rng.permutation(n_conds), n_trials)
-    return rng.permutation(reps)
+def _balanced_conditions(rng, splits: np.ndarray, n_conds: int) -> np.ndarray:
+    """Condition index per trial: one repeated random cycle through the conditions, dealt to
+    the splits in turn, so each split and their union cover the conditions as evenly as possible.
+    """
+    cycle = np.resize(rng.permutation(n_conds), len(splits))
+    cond = np.empty(len(splits), dtype=np.int64)
+    start = 0
+    for split in ("train", "val", "test"):
+        idx = np.flatnonzero(splits == split)
+        cond[idx] = rng.permutation(cycle[start : start + idx.size])
+        start += idx.size
+    return cond
 
 
 def _assemble(model: _Model, trial_latents: list[np.ndarray], trial_vel: list[np.ndarray] | None):
@@ -174,7 +181,7 @@ def _lagged(x: np.ndarray, lag: int) -> np.ndarray:
 def _maze_session(model, rng, n_trials, splits, n_types, lag, cond_states):
     """Delayed center-out reaches through mazes: mc_maze and its scaling versions."""
     n_conds = n_types * 3
-    cond = _balanced_conditions(rng, n_trials, n_conds)
+    cond = _balanced_conditions(rng, splits, n_conds)
     target_on = np.full(n_trials, 100)
     delay = rng.integers(100, 300, n_trials)
     rt = rng.integers(150, 250, n_trials)
@@ -201,9 +208,7 @@ def _maze_session(model, rng, n_trials, splits, n_types, lag, cond_states):
     behavior["cursor_pos"] = behavior["hand_pos"].copy()
     starts = np.concatenate([[0], np.cumsum(length)[:-1]])
     version = cond % 3
-    eye = np.repeat(behavior["hand_pos"][:1] * 0, latents.shape[0], axis=0)
-    eye += rng.normal(0, 2.0, eye.shape).astype(np.float32)
-    behavior["eye_pos"] = eye.astype(np.float32)
+    behavior["eye_pos"] = (behavior["hand_pos"] + rng.normal(0, 2.0, behavior["hand_pos"].shape)).astype(np.float32)
     trials = pd.DataFrame(
         {
             "start_time": starts / 1000.0,
@@ -227,7 +232,7 @@ def _maze_session(model, rng, n_trials, splits, n_types, lag, cond_states):
 def _area2_session(model, rng, n_trials, splits, lag, cond_states):
     """Center-out reaches (active) and mechanical bumps (passive) in area 2: area2_bump."""
     n_conds = 16  # 8 directions x {active, passive}
-    cond = _balanced_conditions(rng, n_trials, n_conds)
+    cond = _balanced_conditions(rng, splits, n_conds)
     direction = cond % 8
     passive = cond >= 8
     target_on = np.full(n_trials, 100)
@@ -283,8 +288,8 @@ def _rtt_session(model, rng, n_trials, splits, lag, cond_states):
     for s in range(n_streams):
         t = int(rng.integers(0, 300))
         while t < stream:
+            # a new reach adds to the decaying previous one
             kicks[s, t] = move_state[rng.integers(len(move_state))] * rng.uniform(0.6, 1.2)
-            kicks[s, t] -= 0.0  # reaches superpose on the decaying previous one
             t += int(rng.integers(500, 1000))
     x_move = model.run_movement(np.zeros((n_streams, model.d_move)), stream, kicks=kicks)
     x_move = x_move.reshape(-1, model.d_move)[:total]
@@ -310,14 +315,17 @@ _DMFC_TS = {True: (480, 560, 640, 720, 800), False: (800, 900, 1000, 1100, 1200)
 
 def _dmfc_session(model, rng, n_trials, splits, cond_states):
     """Ready-set-go interval reproduction: dmfc_rsg (behaviour lives in the trials table)."""
-    n_conds = 40  # is_eye x theta x is_short x 5 intervals
-    cond = _balanced_conditions(rng, n_trials, n_conds)
+    # is_eye x theta x is_short (the 8 groups nlb_tools correlates speed with tp within, each
+    # needing 2+ trials per split) x 5 intervals per prior
+    cond = _balanced_conditions(rng, splits, 8) + 8 * rng.integers(0, 5, n_trials)
     is_eye = (cond % 2).astype(bool)
     theta = np.where((cond // 2) % 2 == 0, 0.0, 180.0)
     is_short = ((cond // 4) % 2 == 0)
     ts = np.array([_DMFC_TS[bool(s)][k] for s, k in zip(is_short, cond // 8)], dtype=np.float64)
     tp = np.round(ts * (1 + 0.12 * rng.normal(size=n_trials)) + 20.0)
-    outlier = rng.random(n_trials) < 0.03
+    # a few trials with a wildly wrong tp (nlb_tools masks them); kept to train so every
+    # eval group keeps its 2+ trials even at small scale
+    outlier = (rng.random(n_trials) < 0.03) & (splits == "train")
     tp = np.where(outlier, np.round(ts * rng.uniform(1.7, 2.2, n_trials)), tp)
     tp = np.maximum(tp, 200.0)
     ready = 1000 + rng.integers(0, 200, n_trials)
@@ -386,9 +394,10 @@ def _simulate(info: DatasetInfo, seed: int, scale: float):
     ss = np.random.SeedSequence([seed, sorted(DATASETS).index(info.name)])
     rng = np.random.default_rng(ss)
     model = _Model(rng, info.n_neurons)
-    n_train = _scaled(info.n_train, scale, 6)
-    n_val = _scaled(info.n_val, scale, 3)
-    n_test = _scaled(info.n_test, scale, 3)
+    min_eval = 16 if info.name == "dmfc_rsg" else 3  # 2 per dmfc tp-correlation group
+    n_train = _scaled(info.n_train, scale, max(6, min_eval))
+    n_val = _scaled(info.n_val, scale, min_eval)
+    n_test = _scaled(info.n_test, scale, min_eval)
     trval_split = np.array(["train"] * n_train + ["val"] * n_val, dtype=object)
     trval_split = rng.permutation(trval_split)
     test_split = np.array(["test"] * n_test, dtype=object)
@@ -396,14 +405,14 @@ def _simulate(info: DatasetInfo, seed: int, scale: float):
     if name.startswith("mc_maze"):
         n_types = 36 if name == "mc_maze" else 9
         states = _condition_states(model, rng, n_types * 3)
-        lag = PARAMS_LAG(name)
+        lag = _nlb_lag(name)
         make = lambda n, sp: _maze_session(model, rng, n, sp, n_types, lag, states)
     elif name == "area2_bump":
         states = _condition_states(model, rng, 16)
-        make = lambda n, sp: _area2_session(model, rng, n, sp, PARAMS_LAG(name), states)
+        make = lambda n, sp: _area2_session(model, rng, n, sp, _nlb_lag(name), states)
     elif name == "mc_rtt":
         states = _condition_states(model, rng, 24)
-        make = lambda n, sp: _rtt_session(model, rng, n, sp, PARAMS_LAG(name), states)
+        make = lambda n, sp: _rtt_session(model, rng, n, sp, _nlb_lag(name), states)
     elif name == "dmfc_rsg":
         states = _condition_states(model, rng, 4)
         make = lambda n, sp: _dmfc_session(model, rng, n, sp, states)
@@ -414,7 +423,7 @@ def _simulate(info: DatasetInfo, seed: int, scale: float):
     return model, rng, trainval, test
 
 
-def PARAMS_LAG(name: str) -> int:
+def _nlb_lag(name: str) -> int:
     """nlb_tools' decoding lag for a dataset (ms), so behaviour is decodable where NLB looks."""
     from nlb_tools.make_tensors import PARAMS
 
@@ -648,11 +657,13 @@ def _read_manifest(root: Path) -> dict:
 
 
 def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale: float = 1.0,
-                    force=False) -> list[Path]:
+                    force=False, targets: bool = True) -> list[Path]:
     """Write the stand-in for ``dataset`` under ``root`` (default NLB_SYNTHETIC_RAW).
 
     Skips the work when the manifest says the same seed and scale are already there and every
-    file exists (``force`` rewrites). Returns the paths of the written (or present) files.
+    file exists (``force`` rewrites). ``targets=False`` leaves out the hidden test targets and
+    true rates (most of the cost: nlb_tools' PSTHs), for callers that only need the NWB files.
+    Returns the paths of the written (or present) files.
     """
     if dataset not in DATASETS:
         # accept a dataset key too ("mc_maze_small_20" -> mc_maze_small): files hold both bins
@@ -667,8 +678,11 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
     folder = files["train"].parent
     _check_not_real(folder)
     manifest = _read_manifest(root)
-    entry = {"dataset": info.name, "seed": int(seed), "scale": float(scale), "nlbpipe_version": __version__}
-    paths = [files["train"], files["test"], files["eval_targets"], files["true_rates"]]
+    entry = {"dataset": info.name, "seed": int(seed), "scale": float(scale), "nlbpipe_version": __version__,
+             "targets": bool(targets)}
+    paths = [files["train"], files["test"]]
+    if targets:
+        paths += [files["eval_targets"], files["true_rates"]]
     if not force and manifest.get("datasets", {}).get(info.name) == entry and all(p.is_file() for p in paths):
         logger.info("synthetic %s already present under %s", info.name, root)
         return paths
@@ -684,16 +698,22 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
     heldin_units = all_units[~heldout]
     folder.mkdir(parents=True, exist_ok=True)
     drop_test = ("tp", "is_outlier") if info.name == "dmfc_rsg" else ()
-    with tempfile.TemporaryDirectory(prefix=".nlbpipe-synthetic-", dir=root) as tmpdir:
-        hidden = Path(tmpdir) / "hidden_full.nwb"
-        _write_nwb(hidden, info, "hidden", full, spikes, heldout, all_units, True, seed, scale)
-        targets, true_rates = _targets_and_truth(hidden, info, model, full)
+    if targets:
+        with tempfile.TemporaryDirectory(prefix=".nlbpipe-synthetic-", dir=root) as tmpdir:
+            hidden = Path(tmpdir) / "hidden_full.nwb"
+            _write_nwb(hidden, info, "hidden", full, spikes, heldout, all_units, True, seed, scale)
+            eval_targets, truth = _targets_and_truth(hidden, info, model, full)
+    else:  # stale targets of an earlier seed must not survive beside new NWB files
+        files["eval_targets"].unlink(missing_ok=True)
+        files["true_rates"].unlink(missing_ok=True)
     _write_nwb(files["train"], info, "train", trainval, spikes_trainval, heldout, all_units, True, seed, scale)
     _write_nwb(files["test"], info, "test", test, spikes_test, heldout, heldin_units, False, seed, scale,
                drop_trial_fields=drop_test)
-    _save_nested_h5(files["eval_targets"], targets, synthetic=SYNTHETIC_MARK, seed=int(seed), scale=float(scale))
-    truth_tree = {key: {phase: r for phase, r in by_phase.items()} for key, by_phase in true_rates.items()}
-    _save_nested_h5(files["true_rates"], truth_tree, synthetic=SYNTHETIC_MARK, seed=int(seed), scale=float(scale))
+    if targets:
+        _save_nested_h5(files["eval_targets"], eval_targets, synthetic=SYNTHETIC_MARK, seed=int(seed),
+                        scale=float(scale))
+        _save_nested_h5(files["true_rates"], truth, synthetic=SYNTHETIC_MARK, seed=int(seed),
+                        scale=float(scale))
     manifest = _read_manifest(root)  # re-read: another dataset may have been added meanwhile
     manifest.setdefault("synthetic", SYNTHETIC_MARK)
     manifest.setdefault("datasets", {})[info.name] = entry
@@ -716,12 +736,3 @@ def true_rates(dataset_key: str, phase: str, root: Path | None = None) -> dict:
             raise SyntheticError(f"{path} holds no {dataset_key}/{phase} rates")
         group = f[dataset_key][phase]
         return {k: group[k][()].astype(np.float32) for k in RATE_KEYS}
-
-
-def clear_synthetic(root: Path) -> None:
-    """Remove a synthetic root entirely (refuses if it holds real data)."""
-    root = Path(root)
-    for nwb in root.rglob("*.nwb"):
-        if not is_synthetic_nwb(nwb):
-            raise SyntheticError(f"{root} holds real data ({nwb}); not removing it")
-    shutil.rmtree(root, ignore_errors=True)

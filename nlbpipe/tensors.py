@@ -119,8 +119,12 @@ def _open_dataset(info: DatasetInfo, bin_ms: int, phase: str, paths: list[Path])
     return ds
 
 
-def _build(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path]):
-    """Tensors (and for ``val`` the eval targets) of one key and phase, straight from nlb_tools."""
+def _build(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path], with_psth: bool):
+    """Tensors and (``val``) eval targets of one key and phase, straight from nlb_tools.
+
+    PSTHs are costly (nlb_tools reloads and smooths the whole file) and only scoring needs them,
+    so ``load_tensors`` builds targets without them and ``load_eval_targets`` with them.
+    """
     from nlb_tools.make_tensors import (PARAMS, make_eval_input_tensors,
                                         make_eval_target_tensors, make_train_input_tensors)
 
@@ -137,7 +141,8 @@ def _build(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path]):
     targets = None
     if phase == "val":
         targets = make_eval_target_tensors(ds, name, train_trial_split="train", eval_trial_split="val",
-                                           save_file=False, include_psth="psth_params" in PARAMS[name])
+                                           save_file=False,
+                                           include_psth=with_psth and "psth_params" in PARAMS[name])
         tensors["eval_spikes_heldin_forward"] = targets[dataset_key]["eval_spikes_heldin_forward"]
         tensors["eval_spikes_heldout_forward"] = targets[dataset_key]["eval_spikes_heldout_forward"]
     keys = VAL_KEYS if phase == "val" else TEST_KEYS
@@ -213,10 +218,8 @@ def load_tensors(dataset_key: str, phase: str = "val", raw_dir: Path | None = No
     cached = _read_cached_tensors(tensor_path, fp, keys)
     if cached is not None:
         return cached
-    tensors, targets = _build(info, dataset_key, phase, paths)
+    tensors, _ = _build(info, dataset_key, phase, paths, with_psth=False)
     _write_tensors(tensor_path, tensors, fp, dataset_key, phase)
-    if targets is not None:
-        _write_targets(target_path, targets, fp)
     return tensors
 
 
@@ -250,7 +253,7 @@ def load_eval_targets(dataset_key: str, phase: str = "val", raw_dir=None, cache_
     cached = _read_cached_targets(target_path, fp)
     if cached is not None and dataset_key in cached:
         return {dataset_key: cached[dataset_key]}
-    tensors, targets = _build(info, dataset_key, phase, paths)
+    tensors, targets = _build(info, dataset_key, phase, paths, with_psth=True)
     _write_tensors(tensor_path, tensors, fp, dataset_key, phase)
     _write_targets(target_path, targets, fp)
     return {dataset_key: targets[dataset_key]}

@@ -200,7 +200,8 @@ class _Run:
                      "step_masked_loss": -1, "step_unmasked_loss": -1, "step_co_bps": -1}
         self.history: list[dict] = []
         self.elapsed = 0.0
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.train.bf16)
+        # bf16 autocast on CUDA, and on CPUs with bf16 matrix units (AMX), where it is several times faster
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16)
 
     # -- batches: one shuffled pass over the train trials after another; a short last batch is kept
     def next_batch(self) -> torch.Tensor:

@@ -302,3 +302,16 @@ def test_build_ensemble_cli_errors(experiment, tmp_path):
     assert r.returncode == 2 and "--targets" in r.stderr
     r = run_cli("build_ensemble.py", KEY, "--size", "zero")
     assert r.returncode == 2 and "--size" in r.stderr
+
+
+def test_screened_greedy_picks_like_exhaustive_greedy(experiment):
+    library, scorer = ens.build_library(experiment["experiment"], experiment["spikes"], max_models=8)
+    R, tot = scorer.matrices()
+    full = ens._Subset(scorer, R, tot, None)
+    exhaustive = full.greedy_path(2, 25, batch=None)
+    assert full.greedy_path(2, 25, batch=3) == exhaustive
+    # and each exhaustive pick really is the best next model
+    counts = np.bincount(exhaustive[:10], minlength=len(library)).astype(float)
+    nxt = exhaustive[10]
+    scores = [full.score_counts(counts + np.eye(len(library))[k]) for k in range(len(library))]
+    assert scores[nxt] == pytest.approx(max(scores), abs=1e-12)

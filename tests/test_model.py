@@ -1,0 +1,155 @@
+"""The NDT: shapes for every option, the attention band, T-Fixup, dropout, attention paths agreeing."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from nlbpipe.config import ModelConfig
+from nlbpipe.model import NDT, band_mask, build_model, flash_attn_func, keep_mask
+
+T, F_, NH, NO = 12, 4, 7, 3
+
+
+def make(**kw) -> NDT:
+    torch.manual_seed(0)
+    return build_model(dataclasses.replace(ModelConfig(), **kw), T, F_, NH, NO)
+
+
+def spikes(b=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.poisson(torch.full((b, T + F_, NH + NO), 1.5), generator=g)
+    x[:, T:] = 0
+    x[:, :, NH:] = 0
+    return x
+
+
+OPTIONS = [
+    {},
+    {"embedding": "linear"},
+    {"embedding": "count", "embed_dim": 3, "max_spike_count": 4},
+    {"position": "sinusoidal"},
+    {"pre_norm": False, "fixup_init": False},
+    {"scale_norm": True},
+    {"log_rate": False},
+    {"activation": "gelu", "hidden_size": 5},
+    {"context_forward": 2, "context_backward": 3},
+    {"context_forward": 0, "context_backward": -1},
+    {"num_heads": 3, "num_layers": 1},  # 3 heads do not divide the 10 neurons
+    {"dropout": 0.0, "dropout_rates": 0.0, "dropout_embedding": 0.0},
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "defaults")
+def test_output_shape_and_gradients_for_every_option(options):
+    model = make(**options)
+    x = spikes()
+    for training in (True, False):
+        model.train(training)
+        out = model(x)
+        assert out.shape == (3, T + F_, NH + NO)
+        assert torch.isfinite(out).all()
+    model.train()
+    model(x).exp().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    width = (NH + NO) * (options.get("embed_dim", 1) if options.get("embedding") == "count" else 1)
+    assert model.width == width
+
+
+def _influence(model, source_bin):
+    """Which output bins change when one input bin changes (eval mode, so no dropout)."""
+    model.eval()
+    x = spikes(1)
+    y = x.clone()
+    y[0, source_bin, :NH] += 3.0
+    with torch.no_grad():
+        diff = (model(x) - model(y)).abs().amax(dim=-1)[0]
+    return set(torch.nonzero(diff > 1e-6).flatten().tolist())
+
+
+@pytest.mark.parametrize("backward, forward", [(2, 1), (0, 0), (3, -1), (-1, 2)])
+def test_attention_band_one_layer(backward, forward):
+    model = make(num_layers=1, context_backward=backward, context_forward=forward)
+    j = 6
+    changed = _influence(model, j)
+    # output bin i sees input j only if i - backward <= j <= i + forward
+    expected = {i for i in range(T + F_) if (backward < 0 or j >= i - backward) and (forward < 0 or j <= i + forward)}
+    assert changed == expected
+
+
+def test_attention_band_grows_with_depth_but_no_further():
+    model = make(num_layers=2, context_backward=1, context_forward=1)
+    assert _influence(model, 6) == {4, 5, 6, 7, 8}
+
+
+def test_band_mask_buffer_is_not_in_the_state_dict():
+    model = make(context_backward=2, context_forward=2)
+    assert model.attn_mask.shape == (T + F_, T + F_)
+    assert torch.equal(model.attn_mask, band_mask(T + F_, 2, 2))
+    assert "attn_mask" not in model.state_dict() and "dims" in model.state_dict()
+    assert make().attn_mask is None  # full context: SDPA's unmasked kernel
+
+
+def test_learned_positions_cover_bins_from_zero():
+    model = make(position="learned")
+    assert model.position.shape == (T + F_, model.width)
+    model(spikes()).sum().backward()
+    assert model.position.grad[0].abs().sum() > 0 and model.position.grad[-1].abs().sum() > 0
+
+
+def test_fixup_shrinks_residual_branch_weights():
+    plain, fixup = make(fixup_init=False), make(fixup_init=True)
+    s = 0.67 * 4 ** -0.25
+    for a, b in zip(plain.layers, fixup.layers):
+        torch.testing.assert_close(b.linear1.weight, a.linear1.weight * s)
+        torch.testing.assert_close(b.attn.out_proj.weight, a.attn.out_proj.weight * s)
+        torch.testing.assert_close(b.attn.v_proj.weight, a.attn.v_proj.weight * s * 2 ** 0.5)
+        torch.testing.assert_close(b.attn.q_proj.weight, a.attn.q_proj.weight)
+
+
+def test_keep_mask_rate_and_reproducibility():
+    torch.manual_seed(3)
+    m = keep_mask((400, 500), 0.3, "cpu")
+    assert m.dtype == torch.bool and abs(m.float().mean().item() - 0.7) < 0.005
+    torch.manual_seed(3)
+    assert torch.equal(m, keep_mask((400, 500), 0.3, "cpu"))
+    assert keep_mask((1000,), 0.0, "cpu").all()
+
+
+def test_dropout_is_active_in_training_and_seeded():
+    model = make(dropout=0.3, dropout_rates=0.3, dropout_embedding=0.3).train()
+    x = spikes()
+    torch.manual_seed(5)
+    a = model(x)
+    torch.manual_seed(5)
+    b = model(x)
+    c = model(x)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+
+
+def test_cpu_attention_path_matches_sdpa():
+    """Training on CPU spells attention out (cheap dropout); with nothing dropped it equals SDPA."""
+    model = make(dropout=1e-9, dropout_rates=0.0, dropout_embedding=0.0, context_backward=3, context_forward=2)
+    x = spikes()
+    model.train()  # attention takes the explicit path (p > 0); p = 1e-9 keeps every element
+    explicit = model(x)
+    model.eval()  # SDPA path
+    torch.testing.assert_close(explicit, model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(flash_attn_func is None or not torch.cuda.is_available(), reason="needs flash-attn and a CUDA GPU")
+def test_flash_attention_matches_sdpa():
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(ModelConfig(), num_heads=2, context_backward=5, context_forward=3),
+                        T, F_, 24, 8).cuda().eval()  # head dim 16: flash-compatible
+    x = torch.poisson(torch.full((4, T + F_, 32), 1.0)).cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for layer in model.layers:
+            layer.attn.use_flash = True
+        flash = model(x).float()
+        for layer in model.layers:
+            layer.attn.use_flash = False
+        sdpa = model(x).float()
+    torch.testing.assert_close(flash, sdpa, rtol=3e-2, atol=3e-2)

@@ -1,0 +1,137 @@
+"""run_hyperopt.py end to end on a scaled-down synthetic mc_maze_small: a real Ray Tune search with
+the skopt searcher, then the ranked checkpoint table; and a driver killed with SIGKILL mid-search that
+``--resume`` finishes without repeating a finished trial.
+
+These two tests start Ray and train real (tiny) NDTs: they are the slow ones of the suite (marked
+``slow``) and are kept to exactly two. The driver runs as a subprocess so every Ray process it
+starts dies with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from nlbpipe.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--set", "train.max_updates=20", "--set", "train.val_interval=10", "--set", "model.num_layers=1",
+        "--set", "model.hidden_size=16", "--set", "train.batch_size=8", "--set", "train.num_threads=1"]
+FINAL = {"completed", "early_stopped", "diverged"}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def configured(small_synthetic, nlb_home, monkeypatch):
+    """CONFIG_DIR/mc_maze_small.yaml generated from the templates, pointing at the synthetic data."""
+    monkeypatch.setenv("NLB_SYNTHETIC_RAW", str(small_synthetic.raw_dir))
+    monkeypatch.setenv("NLB_CACHE_DIR", str(small_synthetic.cache_dir))
+    monkeypatch.setenv("RAY_DEDUP_LOGS", "0")
+    out = subprocess.run([sys.executable, str(REPO / "generate_configs.py"), "--synthetic", "mc_maze_small"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return Path(nlb_home.results_dir) / "mc_maze_small"
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, str(REPO / "run_hyperopt.py"), "mc_maze_small", "--num-cpus", "2", "--quiet",
+            "--n-initial-points", "2", *args]
+
+
+def _finished_trials(exp_dir: Path) -> dict[str, dict]:
+    done = {}
+    for status_file in exp_dir.glob("trial_*/run/status.json"):
+        try:
+            status = json.loads(status_file.read_text())
+        except ValueError:
+            continue
+        if status.get("status") in FINAL:
+            done[status_file.parent.parent.name] = status
+    return done
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the driver and every process it started (by pid), as a crash or `kill -9` would."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    for child in family:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=30)
+
+
+def test_search_ranks_every_kept_checkpoint_of_distinct_trials(configured):
+    out = subprocess.run(_command("--samples", "6", "--max-concurrent", "2", *TINY),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    exp_dir = configured / "mc_maze_small_hyperopt"
+
+    trials = sorted(exp_dir.glob("trial_*"))
+    assert len(trials) == 6
+    params = [json.loads((t / "params.json").read_text()) for t in trials]
+    assert len({json.dumps(p, sort_keys=True) for p in params}) == 6  # six different configurations
+    assert all(set(p) == set(params[0]) and "train.lr" in p for p in params)
+    assert len(_finished_trials(exp_dir)) == 6
+
+    kept = sorted(p for p in exp_dir.glob("trial_*/run/checkpoints/*") if (p / "model.pt").is_file())
+    table = pd.read_csv(exp_dir / "checkpoints.csv")
+    assert len(table) == len(kept) >= 6
+    assert sorted(exp_dir / d for d in table["checkpoint_dir"]) == kept
+    assert table["val_co_bps"].notna().all() and table["val_vel_r2"].notna().all()
+    assert list(table["val_co_bps"]) == sorted(table["val_co_bps"], reverse=True)
+    assert {"trial_id", "kind", "hp/train.lr", "hp/model.dropout"} <= set(table.columns)
+    # the table's hyperparameters are the ones each trial trained with
+    for _, row in table.iterrows():
+        cfg = load_config(exp_dir / row["checkpoint_dir"] / "config.yaml")
+        assert cfg.train.lr == pytest.approx(row["hp/train.lr"]) and cfg.train.max_updates == 20
+        assert cfg.model.context_forward == row["hp/model.context_forward"]
+    assert (exp_dir / "search_progress.png").stat().st_size > 1000
+
+    again = subprocess.run(_command("--samples", "6", *TINY), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "already exists" in again.stderr  # no silent second search in the folder
+
+
+def test_killed_search_resumes_to_exactly_the_planned_trials(configured):
+    samples = 4
+    exp_dir = configured / "mc_maze_small_hyperopt"
+    proc = subprocess.Popen(_command("--samples", str(samples), "--max-concurrent", "2", *TINY),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 400
+        while len(_finished_trials(exp_dir)) < 2:
+            assert proc.poll() is None, "the search ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.5)
+    finally:
+        _kill_tree(proc)
+    before = _finished_trials(exp_dir)
+    assert 2 <= len(before) < samples
+    stamps = {t: (exp_dir / t / "run" / "status.json").stat().st_mtime_ns for t in before}
+    progress = {t: (exp_dir / t / "run" / "progress.csv").read_text() for t in before}
+
+    out = subprocess.run(_command("--resume"), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+
+    after = _finished_trials(exp_dir)
+    assert len(after) == samples  # exactly the planned number, not more
+    for t in before:  # finished before the kill: not trained again
+        assert (exp_dir / t / "run" / "status.json").stat().st_mtime_ns == stamps[t]
+        assert (exp_dir / t / "run" / "progress.csv").read_text() == progress[t]
+    table = pd.read_csv(exp_dir / "checkpoints.csv")
+    assert set(table["trial_id"]) == {t.removeprefix("trial_") for t in after}

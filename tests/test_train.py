@@ -1,0 +1,175 @@
+"""One training run: learning, checkpoints, exact resume, divergence, early stopping, the CLI's errors."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nlbpipe.config import RunConfig, apply_overrides, save_config
+from nlbpipe.train import CHECKPOINT_KINDS, TrainError, learning_rate, main, train
+
+
+def toy_tensors(n_train=40, n_val=16, T=30, F=6, Nh=12, No=5, seed=0):
+    """Poisson counts from two shared oscillating latents: held-out neurons are predictable from held-in."""
+    rng = np.random.default_rng(seed)
+    n, L = n_train + n_val, T + F
+    t = np.arange(L)[None, :, None]
+    phase = rng.uniform(0, 2 * np.pi, size=(n, 1, 2))
+    latents = np.concatenate([np.sin(2 * np.pi * t / 20 + phase[..., :1]), np.cos(2 * np.pi * t / 13 + phase[..., 1:])], -1)
+    rates = np.exp(-1.0 + 0.8 * latents @ rng.normal(size=(2, Nh + No)))
+    spikes = rng.poisson(rates).astype(np.float32)
+    out = {}
+    for prefix, trials in (("train", slice(0, n_train)), ("eval", slice(n_train, n))):
+        s = spikes[trials]
+        out[f"{prefix}_spikes_heldin"] = s[:, :T, :Nh]
+        out[f"{prefix}_spikes_heldout"] = s[:, :T, Nh:]
+        out[f"{prefix}_spikes_heldin_forward"] = s[:, T:, :Nh]
+        out[f"{prefix}_spikes_heldout_forward"] = s[:, T:, Nh:]
+    return out
+
+
+def toy_config(**overrides) -> RunConfig:
+    base = {"train.batch_size": 16, "train.lr": 5e-3, "train.warmup_updates": 20, "train.max_updates": 60,
+            "train.val_interval": 20, "train.patience": -1, "train.num_threads": 1, "model.num_layers": 2,
+            "model.dropout": 0.1, "model.dropout_rates": 0.1, "model.dropout_embedding": 0.1}
+    base.update(overrides)
+    return apply_overrides(RunConfig(), base)
+
+
+def test_a_few_hundred_updates_learn(tmp_path):
+    cfg = toy_config(**{"train.max_updates": 240, "train.val_interval": 40})
+    seen = []
+    result = train(cfg, tmp_path / "run", tensors=toy_tensors(), report=lambda m, p: seen.append((m, p)))
+    assert result.status == "completed" and result.step == 240
+    first, last = seen[0][0], seen[-1][0]
+    assert last["val_masked_loss"] < first["val_masked_loss"]
+    assert last["val_unmasked_loss"] < first["val_unmasked_loss"]
+    assert result.best["val_co_bps"] > 0.05
+    assert [m["step"] for m, _ in seen] == [40, 80, 120, 160, 200, 240]
+    for key in ("step", "train_loss", "val_masked_loss", "val_unmasked_loss", "val_co_bps", "lr",
+                "best_val_masked_loss", "best_val_unmasked_loss", "best_val_co_bps"):
+        assert key in last
+    assert all(p == tmp_path / "run" / "last" and (p / "model.pt").is_file() for _, p in seen)
+
+
+def test_run_directory_layout(tmp_path):
+    run_dir = tmp_path / "run"
+    result = train(toy_config(), run_dir, tensors=toy_tensors())
+    assert set(result.checkpoints) == set(CHECKPOINT_KINDS)
+    for kind in CHECKPOINT_KINDS:
+        folder = run_dir / "checkpoints" / kind
+        assert result.checkpoints[kind] == folder
+        for name in ("model.pt", "config.yaml", "metrics.json", "rates_val.h5"):
+            assert (folder / name).is_file(), f"{kind}/{name}"
+        assert not (folder / "rates_test.h5").exists()  # no test tensors given
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert {"step", "val_masked_loss", "val_unmasked_loss", "val_co_bps"} <= set(metrics)
+        state = torch.load(folder / "model.pt", weights_only=True)
+        assert all(isinstance(v, torch.Tensor) for v in state.values())
+    rows = list(csv.DictReader((run_dir / "progress.csv").open()))
+    assert [int(r["step"]) for r in rows] == [20, 40, 60]
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "completed" and status["step"] == 60
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "last" / "state.pt").is_file()
+    best = json.loads((run_dir / "checkpoints" / "best_co_bps" / "metrics.json").read_text())
+    assert best["val_co_bps"] == max(float(r["val_co_bps"]) for r in rows)
+
+
+def test_test_rates_written_when_test_tensors_given(tmp_path):
+    val = toy_tensors()
+    test = {k: v for k, v in toy_tensors(n_train=56, n_val=10, seed=3).items()
+            if k.startswith("train_") or k == "eval_spikes_heldin"}
+    result = train(toy_config(**{"train.max_updates": 20}), tmp_path / "run", tensors=val, test_tensors=test)
+    from nlbpipe.rates import load_rates
+
+    rates = load_rates(result.checkpoints["best_co_bps"] / "rates_test.h5")
+    assert rates["train_rates_heldout"].shape == (56, 30, 5) and rates["eval_rates_heldin_forward"].shape == (10, 6, 12)
+
+
+def test_resume_gives_the_same_result(tmp_path):
+    tensors = toy_tensors()
+    cfg = toy_config(**{"train.max_updates": 80})
+    full = train(cfg, tmp_path / "full", tensors=tensors)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_40(metrics, path):
+        if metrics["step"] == 40:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "resumed", tensors=tensors, report=kill_at_40)
+    steps = []
+    resumed = train(cfg, tmp_path / "resumed", tensors=tensors, report=lambda m, p: steps.append(m["step"]))
+    assert steps == [60, 80]  # picked up after the last saved validation
+    assert resumed.status == full.status and resumed.step == full.step and resumed.best == full.best
+    a = torch.load(tmp_path / "full" / "last" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "last" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _progress_without_time(tmp_path / "full") == _progress_without_time(tmp_path / "resumed")
+    # a finished run called again returns its result without training
+    again = train(cfg, tmp_path / "resumed", tensors=tensors, report=lambda m, p: steps.append(m["step"]))
+    assert again.status == full.status and again.best == full.best and steps == [60, 80]
+
+
+def _progress_without_time(run_dir):
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in csv.DictReader((run_dir / "progress.csv").open())]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    train(toy_config(**{"train.max_updates": 20}), tmp_path / "run", tensors=toy_tensors())
+    with pytest.raises(TrainError, match="model.num_layers"):
+        train(toy_config(**{"train.max_updates": 20, "model.num_layers": 3}), tmp_path / "run", tensors=toy_tensors())
+
+
+def test_nan_loss_stops_as_diverged(tmp_path):
+    tensors = toy_tensors()
+    tensors["train_spikes_heldout"][:, 3, 0] = np.nan
+    result = train(toy_config(), tmp_path / "run", tensors=tensors)
+    assert result.status == "diverged" and result.step == 20
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "diverged" and "nan" in status["message"].lower()
+
+
+def test_early_stopping_on_patience(tmp_path):
+    # lr so small the weights cannot change in float32: the val masked loss never improves again
+    cfg = toy_config(**{"train.lr": 1e-12, "train.patience": 40, "train.max_updates": 500, "train.val_interval": 10})
+    result = train(cfg, tmp_path / "run", tensors=toy_tensors())
+    assert result.status == "early_stopped" and result.step == 50
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "early_stopped"
+
+
+def test_schedule_warms_up_then_decays():
+    cfg = toy_config(**{"train.lr": 1.0, "train.warmup_updates": 10, "train.max_updates": 110})
+    lrs = [learning_rate(cfg, s) for s in range(110)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[60] == pytest.approx(0.5) and lrs[-1] < 0.01
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    const = toy_config(**{"train.lr_schedule": "constant", "train.warmup_updates": 0})
+    assert learning_rate(const, 50) == const.train.lr
+
+
+def test_bad_tensors_name_the_key(tmp_path):
+    tensors = toy_tensors()
+    del tensors["eval_spikes_heldout_forward"]
+    with pytest.raises(TrainError, match="eval_spikes_heldout_forward"):
+        train(toy_config(), tmp_path / "a", tensors=tensors)
+    tensors = toy_tensors()
+    tensors["train_spikes_heldout"] = tensors["train_spikes_heldout"][:, :10]
+    with pytest.raises(TrainError, match="train_spikes_heldout"):
+        train(toy_config(), tmp_path / "b", tensors=tensors)
+
+
+def test_cli_config_error_exits_2(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    save_config(RunConfig(), path)
+    assert main([str(path), "--set", "model.layers=3", "--run-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "model.layers" in err
+    path.write_text("train:\n  lr: [1, 2]\n")
+    assert main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "train.lr" in err and str(path) in err
