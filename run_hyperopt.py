@@ -21,7 +21,7 @@ from pathlib import Path
 from nlbpipe.config import ConfigError
 from nlbpipe.datasets import UnknownDatasetError, resolve
 from nlbpipe.ranking import RankingError, rank_experiment, top
-from nlbpipe.search import METRIC_MODES, SCHEDULERS, SearchError, SearchOptions, run_search, summarize
+from nlbpipe.search import METRIC_MODES, SCHEDULERS, read_setup, SearchError, SearchOptions, run_search, summarize
 from nlbpipe.search_space import SearchSpaceError
 from nlbpipe.settings import get_settings
 
@@ -85,7 +85,8 @@ def main(argv=None) -> int:
             results = run_search(opts)
             counts = summarize(results)
             print("trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-            if sum(counts.values()) < opts.samples or counts.get("running"):
+            planned = read_setup(opts.experiment_dir)["samples"]
+            if results.num_terminated + results.num_errors < planned:
                 print(f"search incomplete; continue with: {_resume_command(args)}", file=sys.stderr)
         ranked = rank_experiment(opts.experiment_dir)
     except (ConfigError, SearchSpaceError, SearchError, RankingError, UnknownDatasetError, FileNotFoundError) as err:

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nlb_tools.evaluation import evaluate  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from nlbpipe.baselines import smoothing_rates  # noqa: E402
 from nlbpipe.datasets import dataset_key  # noqa: E402
@@ -43,7 +44,9 @@ def main(argv=None):
     p.add_argument("--phase", default="val", choices=("val", "test"))
     args = p.parse_args(argv)
     key = dataset_key(args.dataset, args.bin)
-    with tempfile.TemporaryDirectory() as tmp:
+    # one BLAS thread: on a small shared machine OpenBLAS's spinning threads slow nlb_tools'
+    # many small ridge solves 10x+; the figures do not depend on it
+    with threadpool_limits(limits=1, user_api="blas"), tempfile.TemporaryDirectory() as tmp:
         root, cache = Path(tmp) / "synthetic", Path(tmp) / "cache"
         t0 = time.perf_counter()
         write_synthetic(args.dataset, root, seed=args.seed, scale=args.scale)

@@ -20,12 +20,16 @@ import resource
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from nlbpipe.config import config_from_dict
+from nlbpipe.config import apply_overrides, config_from_dict
 from nlbpipe.train import train
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
 def mc_maze_small_like(seed: int = 0, n_train: int = 75, n_val: int = 25, bins: int = 140, fwd: int = 40,
@@ -47,6 +51,21 @@ def mc_maze_small_like(seed: int = 0, n_train: int = 75, n_val: int = 25, bins: 
     return out
 
 
+def template_config():
+    """templates/base.yaml + templates/mc_maze_small.yaml (the model a search starts from)."""
+    merged: dict = {}
+    for name in ("base.yaml", "mc_maze_small.yaml"):
+        path = TEMPLATES / name
+        if path.is_file():
+            for section, values in (yaml.safe_load(path.read_text()) or {}).items():
+                merged.setdefault(section, {}).update(values or {})
+    merged.setdefault("data", {})["dataset"] = "mc_maze_small"
+    cfg = config_from_dict(merged, source=str(TEMPLATES))
+    m = cfg.model  # the shape this benchmark promises
+    assert (m.num_layers, m.embedding, m.pre_norm, m.fixup_init, m.position) == (4, "identity", True, True, "learned"), m
+    return cfg
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--updates", type=int, default=200, help="optimizer updates to time (default 200)")
@@ -57,12 +76,9 @@ def main() -> int:
     args = parser.parse_args()
 
     tensors = mc_maze_small_like()
-    cfg = config_from_dict({
-        "data": {"dataset": "mc_maze_small"},
-        "model": {"num_layers": 4, "embedding": "identity", "pre_norm": True, "fixup_init": True,
-                  "position": "learned", "context_forward": -1, "context_backward": -1},
-        "train": {"batch_size": 64, "max_updates": args.updates, "val_interval": args.val_interval,
-                  "patience": -1, "device": args.device, "num_threads": args.threads, "bf16": args.bf16},
+    cfg = apply_overrides(template_config(), {
+        "train.batch_size": 64, "train.max_updates": args.updates, "train.val_interval": args.val_interval,
+        "train.patience": -1, "train.device": args.device, "train.num_threads": args.threads, "train.bf16": args.bf16,
     }, source="benchmarks/train_speed.py")
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ndt_bench_") as run_dir:
@@ -85,6 +101,8 @@ def main() -> int:
         "load_avg_before": round(load_before, 2),
         "load_avg_after": round(os.getloadavg()[0], 2),
         "val_co_bps_best": round(result.best.get("val_co_bps", float("nan")), 4),
+        "dropout": cfg.model.dropout,
+        "bf16": cfg.train.bf16,
     }
     if device == "cuda":
         figures["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

@@ -451,26 +451,36 @@ def select(
         if not 1 <= n_top <= K:
             raise EnsembleError(f"--size {n_top}: the library holds {K} checkpoint(s) with rates (1..{K})")
     masks = fold_masks(scorer.n_trials, folds, seed)
+    run_greedy = method in ("greedy", "both")
+    n_init = max(1, min(n_init, K))
+    max_size = max(greedy_max_size, n_init)
 
-    cv_top = []
-    for held in masks:
+    def fold(held):
+        """One fold: top-N procedure and greedy path fitted on the other folds, scored on this one."""
         train, test = _Subset(scorer, R, tot, ~held, logR), _Subset(scorer, R, tot, held, logR)
         n = int(np.nanargmax(train.topn_curve(K))) + 1 if size == "auto" else n_top
-        cv_top.append(test.score_counts(np.r_[np.ones(n), np.zeros(K - n)]))
-    topn = _counts_to_selection("topn", list(range(n_top)), K, float(curve[n_top - 1]), _nanmean(cv_top))
+        top_score = test.score_counts(np.r_[np.ones(n), np.zeros(K - n)])
+        g_path = test.path_scores(train.greedy_path(n_init, max_size), n_init) if run_greedy else None
+        return top_score, g_path
+
+    # Folds are independent and numpy releases the GIL in its kernels: one thread per core, one
+    # BLAS thread each (the matrix-vector products are too small to gain from more).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        with ThreadPoolExecutor(max_workers=max(1, min(len(masks) + 1, os.cpu_count() or 1))) as pool:
+            full_picks = pool.submit(full.greedy_path, n_init, max_size) if run_greedy else None
+            per_fold = list(pool.map(fold, masks))
+            picks = full_picks.result() if full_picks is not None else None
+    topn = _counts_to_selection("topn", list(range(n_top)), K, float(curve[n_top - 1]), _nanmean([f[0] for f in per_fold]))
 
     greedy = path = cv_path = None
-    if method in ("greedy", "both"):
-        n_init = max(1, min(n_init, K))
-        max_size = max(greedy_max_size, n_init)
-        picks = full.greedy_path(n_init, max_size)
+    if run_greedy:
         path = full.path_scores(picks, n_init)
         if masks:
-            per_fold = []
-            for held in masks:
-                train, test = _Subset(scorer, R, tot, ~held, logR), _Subset(scorer, R, tot, held, logR)
-                per_fold.append(test.path_scores(train.greedy_path(n_init, max_size), n_init))
-            cv_path = np.nanmean(np.stack(per_fold), axis=0)
+            cv_path = np.nanmean(np.stack([f[1] for f in per_fold]), axis=0)
             best = int(np.nanargmax(cv_path))
         else:
             best = int(np.nanargmax(path))
@@ -504,7 +514,7 @@ def choose(method: str, topn: Selection, greedy: Selection | None) -> Selection:
 def weighted_mean_rates(
     sources: Sequence, weights: Sequence[float], read: Callable[[object, str], np.ndarray] | None = None
 ) -> dict[str, np.ndarray]:
-    """Σ w_k rates_k per tensor, float64 accumulation in member order, returned as float32.
+    """Σ w_k rates_k per tensor (w_k·rates_k in float32, summed in float64 in member order), as float32.
 
     ``sources`` are rates files (read one tensor at a time, so memory holds one member's tensor
     plus the sum) or in-memory rate dicts.
@@ -516,14 +526,15 @@ def weighted_mean_rates(
     for key in RATE_KEYS:
         acc = None
         for src, w in zip(sources, weights):
-            x = np.asarray(read(src, key))
+            x = read(src, key)
+            if isinstance(src, dict) or not (isinstance(x, np.ndarray) and x.dtype == np.float32):
+                x = np.array(x, dtype=np.float32)  # never scale the caller's arrays in place
             if acc is None:
                 acc = np.zeros(x.shape, np.float64)
-                buf = np.empty(x.shape, np.float64)
             elif x.shape != acc.shape:
                 raise EnsembleError(f"{_name(src)}: {key} has shape {x.shape}, other members {acc.shape}")
-            np.multiply(x, float(w), out=buf, dtype=np.float64)
-            acc += buf
+            x *= np.float32(w)
+            acc += x
         out[key] = acc.astype(np.float32)
     return out
 

@@ -139,7 +139,7 @@ def run_trial(params: dict, *, base_config: dict, experiment_dir: str, metric: s
     run_dir = run_dir_of(Path(experiment_dir), trial_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     _restore_last(run_dir, tune.get_checkpoint())
-    last_checkpoint = [0.0]
+    last_checkpoint = [float("-inf")]
 
     def report(metrics: dict, checkpoint_dir: Path | None) -> None:
         # Copying last/ to Tune's checkpoint at every validation would write gigabytes per trial; the
@@ -173,17 +173,18 @@ def _base_config(opts: SearchOptions) -> tuple[RunConfig, SearchSpace]:
     if clash:
         raise SearchError(f"--set {clash[0]} fixes a searched hyperparameter ({space_path}); "
                           "remove it from the search space or drop the --set")
-    probe = apply_overrides(cfg, space.point_to_config([_middle(d) for d in space.dimensions]), str(space_path))
-    del probe  # a search space whose values the run config refuses fails here, not in trial 1
+    for end in (0, -1):  # values the run config refuses fail here, not in trial 1 an hour later
+        apply_overrides(cfg, space.point_to_config([_extreme(d, end) for d in space.dimensions]), str(space_path))
     return cfg, space
 
 
-def _middle(dim) -> Any:
+def _extreme(dim, end: int) -> Any:
+    """The lowest (end=0) or highest (end=-1) value a dimension can take."""
     if dim.sample_fn == "choice":
-        return dim.opts[0]
+        return dim.opts[end]
     if dim.sample_fn == "randint":
-        return int(dim.low)
-    return dim.low
+        return int(dim.low) if end == 0 else int(dim.high) - 1
+    return dim.low if end == 0 else dim.high
 
 
 def _write_setup(opts: SearchOptions, cfg: RunConfig, space: SearchSpace) -> dict:
@@ -323,10 +324,11 @@ def run_search(opts: SearchOptions):
 
 
 def summarize(results) -> dict:
-    """Counts of trial outcomes, for the last line a user reads."""
+    """Counts of trial outcomes, for the last line a user reads ("running": stopped by the scheduler
+    or by an interruption before the run ended)."""
     counts: dict[str, int] = {}
     for r in results:
-        status = "errored" if r.error else (r.metrics or {}).get("trial_status", "unknown")
+        status = "errored" if r.error else (r.metrics or {}).get("trial_status", "not started")
         counts[status] = counts.get(status, 0) + 1
     return counts
 

@@ -537,14 +537,6 @@ def _offset_session(a: _Session, b: _Session) -> tuple[_Session, int]:
 # --------------------------------------------------------------------------------------------
 # Targets and truth through nlb_tools
 # --------------------------------------------------------------------------------------------
-def _quiet_nlb():
-    """nlb_tools logs and warns a lot under pandas 2 (harmless); keep our output readable."""
-    logging.getLogger("nlb_tools").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="nlb_tools")
-    warnings.filterwarnings("ignore", category=pd.errors.PerformanceWarning)
-    warnings.filterwarnings("ignore", message=".*DataFrame.fillna.*")
-
-
 def _truth_tensors(ds, name: str, mask) -> dict:
     from nlb_tools.make_tensors import make_train_input_tensors
 
@@ -574,7 +566,6 @@ def _targets_and_truth(hidden_path: Path, info: DatasetInfo, model: _Model, full
     from nlb_tools.make_tensors import PARAMS, make_eval_target_tensors
     from nlb_tools.nwb_interface import NWBDataset
 
-    _quiet_nlb()
     name = info.name
     ds = NWBDataset(str(hidden_path))
     truth = _truth_1ms(model, full.latents)

@@ -81,12 +81,6 @@ def _fingerprint(paths: list[Path], dataset_key: str, phase: str) -> str:
     return h.hexdigest()
 
 
-def _quiet_nlb():
-    """nlb_tools under pandas 2 logs each alignment and raises harmless FutureWarnings."""
-    logging.getLogger("nlb_tools").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="nlb_tools")
-
-
 def _readable(path: Path) -> bool:
     try:
         with h5py.File(path, "r") as f:
@@ -103,7 +97,6 @@ def _open_dataset(info: DatasetInfo, bin_ms: int, phase: str, paths: list[Path])
         if not _readable(p):
             raise DataFileError(f"{p} is not a readable NLB NWB file (corrupt, truncated, or lacks "
                                 "units/trials); delete it and download it again")
-    _quiet_nlb()
     if len(paths) == 1:
         target, prefix = str(paths[0]), ""
     else:  # both files of the dataset: NWBDataset stacks them into one recording

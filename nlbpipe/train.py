@@ -91,9 +91,14 @@ def layout_of(tensors: dict) -> Layout:
 
 
 def _load_phase(cfg: RunConfig, phase: str) -> dict:
-    from .tensors import load_tensors  # imported late: only runs that are not handed tensors need it
+    from .tensors import DataFileError, load_tensors  # imported late: only runs not handed tensors need it
 
-    return load_tensors(cfg.data.dataset, phase, cfg.data.raw_dir, cfg.data.cache_dir)
+    raw, cache = (Path(d) if d else None for d in (cfg.data.raw_dir, cfg.data.cache_dir))
+    try:
+        return load_tensors(cfg.data.dataset, phase, raw, cache)
+    except (DataFileError, OSError, KeyError, ValueError) as err:
+        raise TrainError(f"cannot load the {phase}-phase tensors of {cfg.data.dataset} "
+                         f"(data.raw_dir={cfg.data.raw_dir or '<default>'}): {err}") from None
 
 
 # ----------------------------------------------------------------------------------- schedule
@@ -339,7 +344,7 @@ def train(config: RunConfig, run_dir: Path, *, report: Callable[[dict, Path | No
         if test_tensors is None:
             try:
                 test_tensors = _load_phase(cfg, "test")
-            except (OSError, KeyError, ValueError) as err:
+            except TrainError as err:
                 log.info("test-phase tensors unavailable (%s); test rates will be skipped", err)
 
     status_file = run_dir / "status.json"

@@ -153,3 +153,16 @@ def test_flash_attention_matches_sdpa():
             layer.attn.use_flash = False
         sdpa = model(x).float()
     torch.testing.assert_close(flash, sdpa, rtol=3e-2, atol=3e-2)
+
+
+def test_dropped_attention_gradients():
+    """The memory-saving attention (probabilities recomputed in backward) has autograd-exact gradients."""
+    from nlbpipe.model import _DroppedAttention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 6, 3, dtype=torch.double, generator=g, requires_grad=True) for _ in range(3))
+    keep = torch.rand(2, 2, 6, 6, generator=g) > 0.3
+    bias = torch.zeros(6, 6, dtype=torch.double).masked_fill_(~band_mask(6, 2, 1), float("-inf"))
+    assert torch.autograd.gradcheck(lambda a, b, c: _DroppedAttention.apply(a, b, c, keep, bias), (q, k, v))
+    reference = (torch.softmax(q @ k.transpose(-1, -2) + bias, -1) * keep) @ v
+    torch.testing.assert_close(_DroppedAttention.apply(q, k, v, keep, bias), reference)
