@@ -33,8 +33,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("nlb_tools").setLevel(logging.WARNING)  # it logs every trial alignment at INFO
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("nlbpipe").setLevel(logging.INFO)
     names = list(DATASETS) if "all" in args.datasets else args.datasets
     try:
         unknown = [n for n in names if n not in DATASETS]

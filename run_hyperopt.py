@@ -67,6 +67,7 @@ def _resume_command(args) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     settings = get_settings()
+    incomplete = False
     try:
         resolve(args.dataset)
         opts = SearchOptions(
@@ -86,7 +87,8 @@ def main(argv=None) -> int:
             counts = summarize(results)
             print("trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
             planned = read_setup(opts.experiment_dir)["samples"]
-            if results.num_terminated + results.num_errors < planned:
+            if results.num_terminated + results.num_errors < planned:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
+                incomplete = True
                 print(f"search incomplete; continue with: {_resume_command(args)}", file=sys.stderr)
         ranked = rank_experiment(opts.experiment_dir)
     except (ConfigError, SearchSpaceError, SearchError, RankingError, UnknownDatasetError, FileNotFoundError) as err:
@@ -102,7 +104,7 @@ def main(argv=None) -> int:
         print(f"  {len(ranked.failed)} checkpoint(s) could not be scored (see the error column)")
     if ranked.n_checkpoints:
         print(top(opts.experiment_dir, 5)[["trial_id", "kind", "val_co_bps"]].to_string(index=False))
-    return 0
+    return 130 if incomplete else 0
 
 
 if __name__ == "__main__":

@@ -30,9 +30,17 @@ def _dandi_assets(info: DatasetInfo) -> list:
     """The network call: this dataset's assets at its pinned version (``RemoteAsset`` objects)."""
     from dandi.dandiapi import DandiAPIClient
 
-    with DandiAPIClient() as client:
-        dandiset = client.get_dandiset(info.dandiset, info.version)
-        return list(dandiset.get_assets_with_path_prefix(f"sub-{info.subject}/"))
+    # dandi logs every failed request with a full traceback; a failure here becomes one
+    # DownloadError that says what to do, so its log stays quiet during the call
+    dandi_log = logging.getLogger("dandi")
+    level = dandi_log.level
+    dandi_log.setLevel(logging.CRITICAL)
+    try:
+        with DandiAPIClient() as client:
+            dandiset = client.get_dandiset(info.dandiset, info.version)
+            return list(dandiset.get_assets_with_path_prefix(f"sub-{info.subject}/"))
+    finally:
+        dandi_log.setLevel(level)
 
 
 def _local_digest(path: Path) -> str:
@@ -50,7 +58,7 @@ def _is_complete(path: Path, asset) -> bool:
 def _offline_error(info: DatasetInfo, err: Exception) -> DownloadError:
     return DownloadError(
         f"cannot download {info.name} (DANDI dandiset {info.dandiset}, version {info.version}): "
-        f"DANDI is unreachable ({type(err).__name__}: {err}). If the files were downloaded "
+        f"DANDI is unreachable ({type(err).__name__}: {str(err)[:160]}). If the files were downloaded "
         f"elsewhere, copy or mount them and set NLB_DATA_RAW to the folder that holds "
         f"{info.dandiset}/{info.train_file.split('/')[0]}/ (e.g. export NLB_DATA_RAW=/data/nlb/raw)"
     )

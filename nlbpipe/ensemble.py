@@ -102,8 +102,7 @@ def read_checkpoints_csv(experiment_dir: str | os.PathLike) -> list[Checkpoint]:
     table = table[np.isfinite(table["val_co_bps"])].sort_values("val_co_bps", ascending=False, kind="stable")
     metric_cols = [c for c in table.columns if c.startswith("val_")]
     rows = []
-    for row in table.itertuples(index=False):
-        row = row._asdict() if hasattr(row, "_asdict") else dict(zip(table.columns, row))
+    for row in table.to_dict("records"):
         rel = str(row["checkpoint_dir"])
         rows.append(
             Checkpoint(
@@ -650,9 +649,13 @@ def write_ensemble(
         from .rates import load_rates
         from .scoring import evaluate_rates
 
+        from threadpoolctl import threadpool_limits
+
         best = result.library[int(np.nanargmax(result.single_co_bps))]
-        metrics["best_single"] = evaluate_rates(dataset_key, load_rates(best.rates_val), targets)
-        metrics["ensemble"] = evaluate_rates(dataset_key, val_rates, targets)
+        # nlb_tools' ridge decoders solve tiny systems: threaded BLAS only adds contention there
+        with threadpool_limits(limits=1, user_api="blas"):
+            metrics["best_single"] = evaluate_rates(dataset_key, load_rates(best.rates_val), targets)
+            metrics["ensemble"] = evaluate_rates(dataset_key, val_rates, targets)
     save_rates(paths["rates_val"], val_rates, dataset=dataset_key, phase="val", method=result.chosen.method)
     write_submission(paths["submission"], dataset_key, ensemble_rates(result, "test"))
     plot_curve(result, paths["curve_png"], dataset_key)

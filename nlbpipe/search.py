@@ -33,7 +33,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,13 @@ def init_ray(address: str | None, num_cpus: int | None, verbose: int) -> None:
     kwargs: dict[str, Any] = dict(log_to_driver=verbose >= 2, configure_logging=True,
                                   logging_level=logging.WARNING if verbose < 2 else logging.INFO)
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as err:  # ConnectionError, AuthenticationError, ... all mean the same to a user
+            raise SearchError(
+                f"cannot join the Ray cluster at --address {address}: {err}. Is `ray start --head` running "
+                "there, and (with token authentication) is RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH set to "
+                "the head's token (`ray get-auth-token` on the head)?") from None
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
@@ -332,7 +338,3 @@ def summarize(results) -> dict:
         counts[status] = counts.get(status, 0) + 1
     return counts
 
-
-def options_dict(opts: SearchOptions) -> dict:
-    d = asdict(opts)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

@@ -386,8 +386,12 @@ def score_submission(path: str | os.PathLike, targets_path: str | os.PathLike) -
     nlb_logger = logging.getLogger("nlb_tools.evaluation")
     level = nlb_logger.level
     nlb_logger.setLevel(logging.WARNING)
+    from threadpoolctl import threadpool_limits
+
     try:
-        results = evaluate(str(targets_path), str(path))
+        # nlb_tools' ridge decoders solve tiny systems: threaded BLAS only adds contention there
+        with threadpool_limits(limits=1, user_api="blas"):
+            results = evaluate(str(targets_path), str(path))
     except (KeyError, AssertionError, ValueError) as err:
         raise SubmissionError(f"nlb_tools.evaluation.evaluate failed on {path} with targets {targets_path}: {err!r}") from err
     finally:
@@ -403,7 +407,7 @@ def metrics_table(rows: Sequence[tuple[str, dict[str, float]]]) -> list[str]:
     cols = ["co_bps", "vel_r2", "psth_r2", "fp_bps", "tp_corr"]
     cols = [c for c in cols if any(c in m for _, m in rows)]
     width = max([len("split")] + [len(n) for n, _ in rows])
-    lines = [f"{'split':<{width}}  " + "  ".join(f"{c:>8}" for c in cols)]
+    lines = [f"{'split':<{width}}  " + "  ".join(f"{c:>10}" for c in cols)]
     for name, m in rows:
-        lines.append(f"{name:<{width}}  " + "  ".join(f"{m[c]:>8.4f}" if c in m else f"{'-':>8}" for c in cols))
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{m[c]:>10.4f}" if c in m else f"{'-':>10}" for c in cols))
     return lines

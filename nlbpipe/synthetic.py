@@ -95,7 +95,7 @@ class _Model:
         self.A = A - np.eye(self.d_move) / 350.0
         self.K = rng.normal(0, 1.0, (self.d_move, self.d_move))
         self.V = rng.normal(0, 1.0, (2, self.d_move))
-        self.V *= 250.0 / np.linalg.norm(self.V, axis=1, keepdims=True)  # peak speeds ~ 250 mm/s
+        self.V *= 250.0 / np.linalg.norm(self.V, axis=1, keepdims=True)  # speeds of a few 100 mm/s
         self.d_total = self.d_move + 3  # + 2 preparatory/context dims + 1 condition-invariant
         self.G = rng.normal(0, 1.0, (self.hidden, self.d_total)) / np.sqrt(self.d_total) * 1.6
         self.h0 = rng.normal(0, 0.5, self.hidden)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import h5py

@@ -2,15 +2,14 @@
 the skopt searcher, then the ranked checkpoint table; and a driver killed with SIGKILL mid-search that
 ``--resume`` finishes without repeating a finished trial.
 
-These two tests start Ray and train real (tiny) NDTs: they are the slow ones of the suite (marked
-``slow``) and are kept to exactly two. The driver runs as a subprocess so every Ray process it
+The two tests that start Ray and train real (tiny) NDTs are the slow ones of the suite (marked
+``slow``) and are kept to exactly two; the others check that bad requests fail before Ray starts. The driver runs as a subprocess so every Ray process it
 starts dies with it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,8 +26,6 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = ["--set", "train.max_updates=20", "--set", "train.val_interval=10", "--set", "model.num_layers=1",
         "--set", "model.hidden_size=16", "--set", "train.batch_size=8", "--set", "train.num_threads=1"]
 FINAL = {"completed", "early_stopped", "diverged"}
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -76,6 +73,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     psutil.wait_procs(family, timeout=30)
 
 
+@pytest.mark.slow
 def test_search_ranks_every_kept_checkpoint_of_distinct_trials(configured):
     out = subprocess.run(_command("--samples", "6", "--max-concurrent", "2", *TINY),
                          capture_output=True, text=True, timeout=600)
@@ -107,6 +105,7 @@ def test_search_ranks_every_kept_checkpoint_of_distinct_trials(configured):
     assert again.returncode == 2 and "already exists" in again.stderr  # no silent second search in the folder
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_to_exactly_the_planned_trials(configured):
     samples = 4
     exp_dir = configured / "mc_maze_small_hyperopt"
@@ -135,3 +134,23 @@ def test_killed_search_resumes_to_exactly_the_planned_trials(configured):
         assert (exp_dir / t / "run" / "progress.csv").read_text() == progress[t]
     table = pd.read_csv(exp_dir / "checkpoints.csv")
     assert set(table["trial_id"]) == {t.removeprefix("trial_") for t in after}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "train.lr=0.01"], "--set train.lr fixes a searched hyperparameter"),
+    (["--set", "train.nope=1"], "train.nope"),
+    (["--metric", "co_bps"], "invalid choice"),
+    (["--resume"], "search_setup.json"),
+])
+def test_bad_requests_fail_before_ray_starts(configured, args, message):
+    out = subprocess.run(_command(*args), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
+def test_a_bad_range_in_the_generated_search_space_names_key_and_file(configured, nlb_home):
+    path = nlb_home.config_dir / "mc_maze_small.search.yaml"
+    path.write_text(path.read_text().replace("train.lr: {sample_fn: loguniform, low: 1.0e-05",
+                                             "train.lr: {sample_fn: loguniform, low: 0.0"))
+    out = subprocess.run(_command(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and f"{path}: train.lr: loguniform needs low > 0" in out.stderr, out.stderr[-2000:]

@@ -162,8 +162,8 @@ def test_merge_cli_combines_and_refuses_duplicate_groups(built, tmp_path):
 def _synthetic(request, tmp_path_factory):
     """The suite's shared small synthetic dataset if conftest provides it, else one of our own."""
     try:
-        raw, cache, key = tuple(request.getfixturevalue("small_synthetic"))[:3]
-        return Path(raw), Path(cache), key
+        synth = request.getfixturevalue("small_synthetic")
+        return Path(synth.raw_dir), Path(synth.cache_dir), synth.dataset_key
     except pytest.FixtureLookupError:
         from nlbpipe.synthetic import write_synthetic
 
