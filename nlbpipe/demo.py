@@ -1,0 +1,188 @@
+"""The whole pipeline on a synthetic mc_maze_small, on CPU, with nothing to download.
+
+``make demo`` (or ``python -m nlbpipe.demo``) runs the same scripts a user runs on real data,
+printing each command first, then scores everything against the synthetic ground truth:
+
+    download_data.py --synthetic → generate_configs.py → run_hyperopt.py → build_ensemble.py
+    → validate_submission.py (format, recompute, score) → one table of val and test metrics
+
+``NLB_HOME`` decides where it writes. A rerun reuses what is done: the synthetic files are kept,
+a finished search is only re-ranked, an interrupted one is resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .settings import get_settings
+
+REPO = Path(__file__).resolve().parent.parent
+DATASET = "mc_maze_small"
+EXPERIMENT = "demo"
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """How big the demo is. ``full`` fits in 10 minutes on 2 CPU cores; ``tiny`` is the CI test."""
+
+    scale: float  # share of mc_maze_small's trials the synthetic stand-in writes
+    samples: int  # trials of the Bayesian search
+    concurrent: int
+    max_updates: int
+    val_interval: int
+    initial_points: int
+    max_models: int
+
+
+SIZES = {
+    "full": DemoSize(scale=1.0, samples=12, concurrent=2, max_updates=600, val_interval=50, initial_points=6,
+                     max_models=36),
+    "tiny": DemoSize(scale=0.2, samples=4, concurrent=2, max_updates=40, val_interval=20, initial_points=2,
+                     max_models=12),
+}
+
+# Small, fast models for a CPU demo; the search still explores the template's space.
+DEMO_OVERRIDES = ("model.num_layers=2", "train.batch_size=32", "train.patience=-1", "train.warmup_updates=50",
+                  "train.mask_span_ramp_start=0", "train.mask_span_ramp_end=0")
+
+
+def _step(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def _run(script: str, *args: str, ok_codes=(0,)) -> int:
+    cmd = [sys.executable, str(REPO / script), *args]
+    print("$ " + " ".join(shlex.quote(c) for c in [f"python {script}", *args]), flush=True)
+    code = subprocess.call(cmd, cwd=REPO)
+    if code not in ok_codes:
+        raise SystemExit(f"error: {script} exited with {code}; rerun `make demo` to continue where it stopped")
+    return code
+
+
+def run_pipeline(size: DemoSize) -> dict[str, Path]:
+    settings = get_settings()
+    exp_dir = settings.results_dir / DATASET / EXPERIMENT
+    out_dir = settings.submissions_dir / DATASET / EXPERIMENT
+
+    _step(f"1/5 synthetic {DATASET} (scale {size.scale}) in {settings.synthetic_raw}")
+    _run("download_data.py", "--synthetic", DATASET, "--scale", str(size.scale), "--seed", "0")
+
+    _step("2/5 run config and search space")
+    config = settings.config_dir / f"{DATASET}.yaml"
+    if config.exists():
+        print(f"using {config} (delete it to regenerate)")
+    else:
+        _run("generate_configs.py", DATASET, "--synthetic")
+
+    _step(f"3/5 Bayesian search: {size.samples} NDTs, {size.concurrent} at a time, {size.max_updates} updates each")
+    search_args = [DATASET, "--name", EXPERIMENT, "--quiet", "--num-cpus", str(size.concurrent)]
+    if (exp_dir / "search_setup.json").exists():
+        _run("run_hyperopt.py", *search_args, "--resume")
+    else:
+        overrides = [*DEMO_OVERRIDES, f"train.max_updates={size.max_updates}", f"train.val_interval={size.val_interval}"]
+        _run("run_hyperopt.py", *search_args, "--samples", str(size.samples), "--max-concurrent",
+             str(size.concurrent), "--cpus-per-trial", "1", "--n-initial-points", str(size.initial_points),
+             "--seed", "0", *[a for o in overrides for a in ("--set", o)])
+
+    _step("4/5 ensemble by val co-bps (top-N and greedy)")
+    _run("build_ensemble.py", DATASET, "--experiment", str(exp_dir), "--out", str(out_dir),
+         "--max-models", str(size.max_models))
+
+    from .synthetic import synthetic_files
+
+    submission = out_dir / f"{DATASET}_submission.h5"
+    if not submission.exists():
+        submission = next(out_dir.glob("*submission*.h5"))
+    test_targets = synthetic_files(DATASET, settings.synthetic_raw)["eval_targets"]
+    _step("5/5 validate the submission: format, recompute from checkpoints, score on the synthetic test phase")
+    _run("validate_submission.py", DATASET, str(submission), "--raw-dir", str(settings.synthetic_raw),
+         "--recompute", str(out_dir / "ensemble.json"), "--score", str(test_targets))
+    return {"experiment": exp_dir, "ensemble": out_dir, "submission": submission, "test_targets": test_targets}
+
+
+def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, float]]]:
+    """(row, phase, metrics) for truth, smoothing, best single model, top-N and greedy ensembles."""
+    from threadpoolctl import threadpool_limits
+
+    from .baselines import smoothing_rates
+    from .ensemble import weighted_mean_rates
+    from .rates import load_rates
+    from .scoring import evaluate_rates
+    from .synthetic import true_rates
+    from .tensors import load_eval_targets
+
+    settings = get_settings()
+    raw, cache = settings.synthetic_raw, settings.cache_dir
+    record = json.loads((paths["ensemble"] / "ensemble.json").read_text())
+    exp_dir = Path(record["experiment_dir"])
+    library = {(c["trial_id"], c["kind"]): exp_dir / c["checkpoint_dir"] for c in record["curve"]["library"]}
+    best = record["best_single"]
+    best_dir = exp_dir / best["checkpoint_dir"]
+
+    def selection(name: str, phase: str):
+        sel = record.get(name)
+        if not sel:
+            return None
+        files = [library[(m["trial_id"], m["kind"])] / f"rates_{phase}.h5" for m in sel["members"]]
+        return weighted_mean_rates(files, [m["weight"] for m in sel["members"]])
+
+    rows = []
+    with threadpool_limits(1, "blas"):
+        for phase in ("val", "test"):
+            targets = load_eval_targets(DATASET, phase, raw, cache)
+            candidates = {
+                "ground truth": true_rates(DATASET, phase, raw),
+                "smoothing baseline": smoothing_rates(DATASET, phase, raw, cache),
+                "best single NDT": load_rates(best_dir / f"rates_{phase}.h5"),
+                f"top-N ensemble (N={(record.get('topn') or {}).get('size', '?')})": selection("topn", phase),
+                f"greedy ensemble ({len((record.get('greedy') or {}).get('members', []))} distinct)": selection(
+                    "greedy", phase),
+            }
+            for name, rates in candidates.items():
+                if rates is not None:
+                    rows.append((name, phase, evaluate_rates(DATASET, rates, targets)))
+    return rows
+
+
+def format_table(rows) -> str:
+    cols = ("co_bps", "vel_r2", "psth_r2", "fp_bps")
+    lines = [f"{'':<30}{'phase':>6}" + "".join(f"{c:>10}" for c in cols)]
+    for name, phase, metrics in rows:
+        lines.append(f"{name:<30}{phase:>6}" + "".join(f"{metrics.get(c, float('nan')):>10.4f}" for c in cols))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nlbpipe.demo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="full", help="full (default, ~10 min) or tiny")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    start = time.time()
+    settings = get_settings()
+    print(f"nlbpipe demo: NLB_HOME={settings.home}")
+    paths = run_pipeline(SIZES[args.size])
+    rows = comparison_rows(paths)
+    table = format_table(rows)
+    (paths["ensemble"] / "demo_table.txt").write_text(table + "\n")
+    print(f"\n=== {DATASET}: val phase (targets known) and synthetic test phase (hidden targets) ===")
+    print(table)
+    print("\noutputs:")
+    for name, path in {**paths, "checkpoints.csv": paths["experiment"] / "checkpoints.csv",
+                       "search_progress.png": paths["experiment"] / "search_progress.png",
+                       "ensemble_curve.png": paths["ensemble"] / "ensemble_curve.png",
+                       "table": paths["ensemble"] / "demo_table.txt"}.items():
+        print(f"  {name:<20} {path}")
+    print(f"\ndone in {time.time() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
