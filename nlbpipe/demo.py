@@ -49,9 +49,9 @@ SIZES = {
                      max_models=12),
 }
 
-# Small, fast models for a CPU demo; the search still explores the template's space.
-DEMO_OVERRIDES = ("model.num_layers=2", "train.batch_size=32", "train.patience=-1", "train.warmup_updates=50",
-                  "train.mask_span_ramp_start=0", "train.mask_span_ramp_end=0")
+# Small, fast models for a CPU demo: fixed settings, on top of the generated config.
+DEMO_SETTINGS = {"model.num_layers": 2, "train.batch_size": 32, "train.patience": -1,
+                 "train.mask_span_ramp_start": 0, "train.mask_span_ramp_end": 0}
 
 
 def _step(title: str) -> None:
@@ -65,6 +65,31 @@ def _run(script: str, *args: str, ok_codes=(0,)) -> int:
     if code not in ok_codes:
         raise SystemExit(f"error: {script} exited with {code}; rerun `make demo` to continue where it stopped")
     return code
+
+
+def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
+    """The generated config and search space, cut to the demo's budget.
+
+    The template's warm-up range (0-2000 updates) is longer than a demo run, so it is scaled to a
+    quarter of the budget; everything else searched keeps the template's range.
+    """
+    import yaml
+
+    from .config import apply_overrides, load_config, save_config
+    from .fileio import write_text_atomic
+    from .search_space import search_space_path
+
+    fixed = {**DEMO_SETTINGS, "train.max_updates": size.max_updates, "train.val_interval": size.val_interval}
+    cfg = apply_overrides(load_config(config), fixed, source="nlbpipe.demo")
+    space = yaml.safe_load(search_space_path(config).read_text())
+    for key in fixed:
+        space.pop(key, None)
+    space["train.warmup_updates"] = {"sample_fn": "randint", "low": 0, "high": size.max_updates // 4 + 1}
+    demo_config = out_dir / config.name
+    save_config(cfg, demo_config)
+    write_text_atomic(search_space_path(demo_config), yaml.safe_dump(space, sort_keys=True))
+    print(f"demo config: {demo_config} (+ {search_space_path(demo_config).name})")
+    return demo_config
 
 
 def run_pipeline(size: DemoSize) -> dict[str, Path]:
@@ -81,16 +106,16 @@ def run_pipeline(size: DemoSize) -> dict[str, Path]:
         print(f"using {config} (delete it to regenerate)")
     else:
         _run("generate_configs.py", DATASET, "--synthetic")
+    demo_config = write_demo_config(config, settings.home / "demo" / "configs", size)
 
     _step(f"3/5 Bayesian search: {size.samples} NDTs, {size.concurrent} at a time, {size.max_updates} updates each")
     search_args = [DATASET, "--name", EXPERIMENT, "--quiet", "--num-cpus", str(size.concurrent)]
     if (exp_dir / "search_setup.json").exists():
         _run("run_hyperopt.py", *search_args, "--resume")
     else:
-        overrides = [*DEMO_OVERRIDES, f"train.max_updates={size.max_updates}", f"train.val_interval={size.val_interval}"]
-        _run("run_hyperopt.py", *search_args, "--samples", str(size.samples), "--max-concurrent",
-             str(size.concurrent), "--cpus-per-trial", "1", "--n-initial-points", str(size.initial_points),
-             "--seed", "0", *[a for o in overrides for a in ("--set", o)])
+        _run("run_hyperopt.py", *search_args, "--config", str(demo_config), "--samples", str(size.samples),
+             "--max-concurrent", str(size.concurrent), "--cpus-per-trial", "1",
+             "--n-initial-points", str(size.initial_points), "--seed", "0")
 
     _step("4/5 ensemble by val co-bps (top-N and greedy)")
     _run("build_ensemble.py", DATASET, "--experiment", str(exp_dir), "--out", str(out_dir),

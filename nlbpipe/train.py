@@ -237,8 +237,13 @@ class _Run:
         return loss.detach()
 
     @torch.no_grad()
-    def validate(self, batch_size: int = 256) -> dict:
-        """Masked loss (fixed masks), unmasked loss (held-out neurons + forward bins), co-bps on val trials."""
+    def validate(self) -> dict:
+        """Masked loss (fixed masks), unmasked loss (held-out neurons + forward bins), co-bps on val trials.
+
+        Val trials go in chunks of the train batch size: the memory the train steps freed fits them,
+        so validation adds nothing to the peak.
+        """
+        batch_size = self.cfg.train.batch_size
         self.model.eval()
         L, cfg = self.layout, self.cfg.train
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed + VAL_MASK_SEED_OFFSET)

@@ -1,0 +1,59 @@
+"""The main job end to end at a tiny size: the same scripts, in the same order, as `make demo`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _demo(home: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NLB_", "RAY_TUNE_HOME", "CONFIG_DIR"))}
+    env["NLB_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "nlbpipe.demo", "--size", "tiny"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline_and_a_rerun_reuses_it(tmp_path):
+    home = tmp_path / "home"
+    first = _demo(home)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+
+    # every stage ran, in order, through the user-facing scripts
+    stages = ["download_data.py", "generate_configs.py", "run_hyperopt.py", "build_ensemble.py",
+              "validate_submission.py"]
+    positions = [out.index(f"$ 'python {s}'") for s in stages]
+    assert positions == sorted(positions)
+    assert "recompute" in out and "PASSED" in out
+
+    # the closing table: five rows per phase, truth above the smoothing baseline on val co-bps
+    table = (home / "submissions" / "mc_maze_small" / "demo" / "demo_table.txt").read_text().splitlines()
+    rows = {(line[:30].strip(), line[30:36].strip()): [float(x) for x in line[36:].split()] for line in table[1:]}
+    assert sum(1 for _, phase in rows if phase == "val") == 5
+    assert sum(1 for _, phase in rows if phase == "test") == 5
+    assert rows[("ground truth", "val")][0] > rows[("smoothing baseline", "val")][0]
+
+    # what the table is built from is on disk
+    exp = home / "ray_results" / "mc_maze_small" / "demo"
+    ranked = pd.read_csv(exp / "checkpoints.csv")
+    assert ranked["trial_id"].nunique() == 4
+    assert ranked["val_co_bps"].is_monotonic_decreasing
+    record = json.loads((home / "submissions" / "mc_maze_small" / "demo" / "ensemble.json").read_text())
+    assert record["members"] and Path(record["files"]["submission"]).is_file()
+    for printed in ("checkpoints.csv", "search_progress.png", "ensemble_curve.png"):
+        assert printed in out
+
+    # a rerun trains nothing new: same trials, same ranking
+    second = _demo(home)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "--resume" in second.stdout
+    again = pd.read_csv(exp / "checkpoints.csv")
+    assert sorted(again["trial_id"]) == sorted(ranked["trial_id"])
+    assert again["val_co_bps"].tolist() == pytest.approx(ranked["val_co_bps"].tolist())
