@@ -79,6 +79,9 @@ class TrainConfig:
     mask_span_ramp_end: int = 0
     # Added beyond the architecture contract (all default to "no change in behaviour"):
     num_threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
+    # Gradient accumulation: a batch is run in chunks of this many trials (0 = whole batch); the
+    # update is the same, the activation memory is that of a chunk.
+    micro_batch_size: int = 16
 
 
 @dataclass
@@ -115,6 +118,7 @@ _RANGES = {
     "model.context_backward": (lambda v: v >= -1, "must be >= 0, or -1 for full context"),
     "data.dataset": (lambda v: bool(v), "must not be empty"),
     "train.batch_size": (lambda v: v >= 1, "must be >= 1"),
+    "train.micro_batch_size": (lambda v: v >= 0, "must be >= 1, or 0 for the whole batch"),
     "train.lr": (lambda v: v > 0, "must be > 0"),
     "train.weight_decay": (lambda v: v >= 0, "must be >= 0"),
     "train.warmup_updates": (lambda v: v >= 0, "must be >= 0"),

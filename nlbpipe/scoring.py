@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 import re
 
+import math
+
 import numpy as np
-from nlb_tools.evaluation import bits_per_spike, evaluate
-from threadpoolctl import threadpool_limits
 
 from .rates import RATE_KEYS
+
+# nlb_tools.evaluation pulls in scikit-learn, scipy and pandas (~150 MB): imported where scored, so
+# a training run, which only needs co_bps_torch, does not carry them.
 
 METRICS = ("co_bps", "vel_r2", "psth_r2", "fp_bps", "tp_corr")
 _NLB_NAMES = {"co-bps": "co_bps", "vel R2": "vel_r2", "psth R2": "psth_r2", "fp-bps": "fp_bps", "tp corr": "tp_corr"}
@@ -26,6 +29,8 @@ class ScoringError(ValueError):
 
 def co_bps(rates_heldout: np.ndarray, spikes_heldout: np.ndarray) -> float:
     """Co-smoothing bits per spike of held-out rates, nlb_tools' formula."""
+    from nlb_tools.evaluation import bits_per_spike
+
     rates = np.asarray(rates_heldout, dtype=np.float64)
     spikes = np.asarray(spikes_heldout, dtype=np.float64)
     if rates.shape != spikes.shape:
@@ -50,6 +55,9 @@ def evaluate_rates(dataset_key: str, rates: dict, targets: dict) -> dict[str, fl
         raise ScoringError(
             f"{dataset_key}: eval_rates_heldout has shape {found}, the eval targets {tuple(expected)}"
         )
+    from nlb_tools.evaluation import evaluate
+    from threadpoolctl import threadpool_limits
+
     submission = {dataset_key: {k: np.asarray(rates[k], dtype=np.float64) for k in RATE_KEYS}}
     nlb_logger = logging.getLogger("nlb_tools.evaluation")
     level = nlb_logger.level
@@ -67,3 +75,26 @@ def evaluate_rates(dataset_key: str, rates: dict, targets: dict) -> dict[str, fl
                 name = re.sub(r"^\[\d+\]\s*", "", name)
                 scores[_NLB_NAMES.get(name, name)] = float(value)
     return scores
+
+
+def co_bps_torch(rates_heldout, spikes_heldout) -> float:
+    """:func:`co_bps` on tensors where they are (a GPU, mid-training), with nlb_tools' conventions.
+
+    NaN spike bins are left out; the null model is each neuron's mean count; zero rates count as
+    1e-9. The log k! terms cancel between model and null, so they are not computed.
+    """
+    import torch
+
+    rates = rates_heldout.double()
+    spikes = spikes_heldout.double()
+    if rates.shape != spikes.shape:
+        raise ScoringError(f"held-out rates have shape {tuple(rates.shape)}, spikes {tuple(spikes.shape)}")
+    valid = ~torch.isnan(spikes)
+    counts = torch.where(valid, spikes, torch.zeros_like(spikes))
+    null = counts.sum(dim=(0, 1)) / valid.sum(dim=(0, 1)).clamp(min=1)
+
+    def nll(r: torch.Tensor) -> torch.Tensor:
+        r = torch.where(r == 0, torch.full_like(r, 1e-9), r)
+        return torch.where(valid, r - counts * torch.log(r), torch.zeros_like(r)).sum()
+
+    return float((nll(null.expand_as(counts)) - nll(rates)) / counts.sum() / math.log(2))

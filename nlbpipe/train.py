@@ -30,6 +30,7 @@ from .config import ConfigError, RunConfig, load_config, save_config
 from .fileio import write_json_atomic, write_text_atomic
 from .masking import Layout
 from .model import NDT, ModelError, build_model
+from .scoring import co_bps_torch
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,8 @@ class _Run:
         if self.train_counts.shape[1:] != self.val_counts.shape[1:]:
             raise TrainError(f"train tensors are {tuple(self.train_counts.shape[1:])} [bins, neurons] per trial "
                              f"but eval tensors are {tuple(self.val_counts.shape[1:])}")
-        self.val_heldout = np.asarray(tensors["eval_spikes_heldout"], dtype=np.float64)
+        self.val_heldout = torch.as_tensor(np.asarray(tensors["eval_spikes_heldout"]), dtype=torch.float64,
+                                           device=device)
         L = self.layout
         try:
             self.model = build_model(cfg.model, L.trial_bins, L.forward_bins, L.n_heldin, L.n_heldout).to(device)
@@ -226,15 +228,23 @@ class _Run:
         lr = learning_rate(self.cfg, self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with self.autocast:
-            log_rates = self.model(x)
-        loss = masking.poisson_loss(log_rates.float(), targets, loss_mask)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # the batch mean over masked tokens, accumulated chunk by chunk: the same gradient as one
+        # pass over the batch, with a chunk's activations in memory instead of the batch's
+        count = loss_mask.sum().clamp(min=1)
+        chunk = cfg.micro_batch_size or targets.shape[0]
+        total = torch.zeros((), device=targets.device)
+        for start in range(0, targets.shape[0], chunk):
+            part = slice(start, start + chunk)
+            with self.autocast:
+                log_rates = self.model(x[part])
+            nll, _ = masking.poisson_loss_sum(log_rates.float(), targets[part], loss_mask[part])
+            (nll / count).backward()
+            total += nll.detach()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         self.step += 1
-        return loss.detach()
+        return total / count
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -262,9 +272,9 @@ class _Run:
             u_sum, u_cnt = u_sum + s, u_cnt + c
             heldout_rates.append(torch.exp(plain_lr[:, : L.trial_bins, L.n_heldin:]))
         self.model.train()
-        rates = torch.cat(heldout_rates).double().cpu().numpy()
+        rates = torch.cat(heldout_rates).double()
         return {"val_masked_loss": float(m_sum / m_cnt), "val_unmasked_loss": float(u_sum / u_cnt),
-                "val_co_bps": _co_bps(rates, self.val_heldout)}
+                "val_co_bps": co_bps_torch(rates, self.val_heldout)}
 
     # -- resume state
     def save_last(self) -> Path:
@@ -298,14 +308,6 @@ class _Run:
         self.mask_gen.set_state(state["rng_mask"].to(self.mask_gen.get_state().device))
         if self.device.type == "cuda" and state["rng_cuda"]:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
-
-
-def _co_bps(rates_heldout: np.ndarray, spikes_heldout: np.ndarray) -> float:
-    try:
-        from .scoring import co_bps
-    except ImportError:  # scoring.py not there yet: the same formula, straight from nlb_tools
-        from nlb_tools.evaluation import bits_per_spike as co_bps
-    return float(co_bps(rates_heldout, spikes_heldout))
 
 
 def _check_resumable(cfg: RunConfig, run_dir: Path) -> None:

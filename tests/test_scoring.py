@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from nlbpipe.rates import RATE_KEYS, load_rates, save_rates
-from nlbpipe.scoring import ScoringError, co_bps, evaluate_rates
+from nlbpipe.scoring import ScoringError, co_bps, co_bps_torch, evaluate_rates
 
 
 def _problem(seed=0, n_train=40, n_eval=20, bins=30, n_in=8, n_out=4, fwd=5):
@@ -77,3 +77,18 @@ def test_rates_file_round_trip_is_float32_and_names_missing_keys(tmp_path):
         save_rates(tmp_path / "bad.h5", {k: rates[k] for k in RATE_KEYS[:-1]})
     assert not (tmp_path / "bad.h5").exists()
     assert list(tmp_path.glob("*.part")) == []
+
+
+def test_co_bps_torch_matches_nlb_tools_with_nan_bins_and_zero_rates():
+    import torch
+
+    rates, targets = _problem(seed=3)
+    spikes = targets["mc_rtt"]["eval_spikes_heldout"].copy()
+    r = rates["eval_rates_heldout"].copy()
+    spikes[0, :5] = np.nan  # nlb_tools leaves NaN bins out
+    r[1, 2, 0] = 0.0  # and counts a zero rate as 1e-9
+    expected = co_bps(r, spikes)
+    got = co_bps_torch(torch.from_numpy(r), torch.from_numpy(spikes))
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    with pytest.raises(ScoringError, match="shape"):
+        co_bps_torch(torch.from_numpy(r[:, :-1]), torch.from_numpy(spikes))
