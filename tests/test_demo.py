@@ -34,18 +34,18 @@ def test_demo_runs_the_whole_pipeline_and_a_rerun_reuses_it(tmp_path):
     assert "recompute" in out and "PASSED" in out
 
     # the closing table: five rows per phase, truth above the smoothing baseline on val co-bps
-    table = (home / "submissions" / "mc_maze_small" / "demo" / "demo_table.txt").read_text().splitlines()
+    table = (home / "submissions" / "mc_maze_small_20" / "demo" / "demo_table.txt").read_text().splitlines()
     rows = {(line[:30].strip(), line[30:36].strip()): [float(x) for x in line[36:].split()] for line in table[1:]}
     assert sum(1 for _, phase in rows if phase == "val") == 5
     assert sum(1 for _, phase in rows if phase == "test") == 5
     assert rows[("ground truth", "val")][0] > rows[("smoothing baseline", "val")][0]
 
     # what the table is built from is on disk
-    exp = home / "ray_results" / "mc_maze_small" / "demo"
+    exp = home / "ray_results" / "mc_maze_small_20" / "demo"
     ranked = pd.read_csv(exp / "checkpoints.csv")
     assert ranked["trial_id"].nunique() == 4
     assert ranked["val_co_bps"].is_monotonic_decreasing
-    record = json.loads((home / "submissions" / "mc_maze_small" / "demo" / "ensemble.json").read_text())
+    record = json.loads((home / "submissions" / "mc_maze_small_20" / "demo" / "ensemble.json").read_text())
     assert record["members"] and Path(record["files"]["submission"]).is_file()
     for printed in ("checkpoints.csv", "search_progress.png", "ensemble_curve.png"):
         assert printed in out
