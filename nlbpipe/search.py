@@ -222,6 +222,8 @@ def init_ray(address: str | None, num_cpus: int | None, verbose: int) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # Tune warns when a trial's first checkpoints come in quick succession; harmless here, and noise
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kwargs: dict[str, Any] = dict(log_to_driver=verbose >= 2, configure_logging=True,
                                   logging_level=logging.WARNING if verbose < 2 else logging.INFO)
     if address:
