@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 
+from nlbpipe.cli import run_reporting_errors
+
 
 def size_arg(value: str):
     if value == "auto":
@@ -113,15 +115,7 @@ def build(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        return merge(args.merge) if args.merge is not None else build(args)
-    except (ValueError, KeyError, OSError, ImportError) as err:  # project errors subclass these
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except Exception as err:  # inference/tensors errors (RuntimeError, DataFileError): still one line
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: merge(args.merge) if args.merge is not None else build(args))
 
 
 if __name__ == "__main__":

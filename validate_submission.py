@@ -23,6 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nlbpipe.cli import run_reporting_errors
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,15 +105,7 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, KeyError, OSError, ImportError) as err:  # project errors subclass these
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except Exception as err:  # inference/tensors errors (RuntimeError, DataFileError): still one line
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: run(args))
 
 
 if __name__ == "__main__":

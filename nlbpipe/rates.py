@@ -28,16 +28,18 @@ RATE_KEYS = (
 Rates = dict  # dict[str, np.ndarray] keyed by RATE_KEYS
 
 
-def save_rates(path: str | os.PathLike, rates: Rates, **attrs) -> Path:
-    """Write the six tensors (float32) to ``path`` atomically; ``attrs`` go on the file root."""
+def save_rates(path: str | os.PathLike, rates: Rates, group: str | None = None, **attrs) -> Path:
+    """Write the six tensors (float32) to ``path`` atomically, at the root or inside ``group``
+    (a submission's dataset key); ``attrs`` go on the file root."""
     missing = [k for k in RATE_KEYS if k not in rates]
     if missing:
         raise KeyError(f"rates for {path} lack {', '.join(missing)}")
     path = Path(path)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
+            node = f.create_group(group) if group else f
             for key in RATE_KEYS:
-                f.create_dataset(key, data=np.asarray(rates[key], dtype=np.float32))
+                node.create_dataset(key, data=np.asarray(rates[key], dtype=np.float32))
             for name, value in attrs.items():
                 f.attrs[name] = value
     return path

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from .fileio import atomic_path
-from .rates import RATE_KEYS
+from .rates import RATE_KEYS, save_rates
 
 EVALAI_DATASETS = ("mc_maze", "mc_rtt", "area2_bump", "dmfc_rsg", "mc_maze_large", "mc_maze_medium", "mc_maze_small")
 EVALAI_GROUPS = tuple(d + suf for d in EVALAI_DATASETS for suf in ("", "_20"))
@@ -50,13 +50,7 @@ def write_submission(path: str | os.PathLike, dataset_key: str, rates: dict) -> 
     missing = [k for k in RATE_KEYS if k not in rates]
     if missing:
         raise SubmissionError(f"rates for {dataset_key} lack {', '.join(missing)}")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            g = f.create_group(group)
-            for key in RATE_KEYS:
-                g.create_dataset(key, data=np.asarray(rates[key], dtype=np.float32))
-    return path
+    return save_rates(path, rates, group=group)
 
 
 def read_submission(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
