@@ -162,6 +162,9 @@ def run_trial(params: dict, *, base_config: dict, experiment_dir: str, metric: s
 # ----------------------------------------------------------------------------------- setup
 
 def _base_config(opts: SearchOptions) -> tuple[RunConfig, SearchSpace]:
+    if not Path(opts.config_path).is_file():
+        raise SearchError(f"no run config at {opts.config_path}: run `python generate_configs.py "
+                          f"{opts.dataset_key}` first, or pass --config")
     cfg = load_config(opts.config_path, opts.overrides)
     if cfg.data.dataset != opts.dataset_key:
         raise ConfigError("data.dataset", str(opts.config_path),
