@@ -178,6 +178,26 @@ def _lagged(x: np.ndarray, lag: int) -> np.ndarray:
     return out
 
 
+def _movement_at_onset(model: _Model, x0: np.ndarray, onset: np.ndarray, L: int) -> np.ndarray:
+    """[trials, L, d_move]: 750 ms of movement dynamics from ``x0``, starting at each trial's onset."""
+    move = model.run_movement(x0, 750)
+    x_move = np.zeros((len(x0), L, model.d_move), np.float32)
+    for i in range(len(x0)):
+        x_move[i, onset[i] : onset[i] + 750] = move[i]
+    return x_move
+
+
+def _assemble_reaches(model: _Model, z: np.ndarray, x_move: np.ndarray, length: np.ndarray, lag: int):
+    """Reach trials laid end to end: (latents, behaviour with a cursor, trial start times in ms)."""
+    vel = _lagged(model.velocity(x_move), lag)
+    lats = [z[i, : length[i]] for i in range(len(z))]
+    vels = [vel[i, : length[i]].astype(np.float32) for i in range(len(z))]
+    latents, behavior = _assemble(model, lats, vels)
+    behavior["cursor_pos"] = behavior["hand_pos"].copy()
+    starts = np.concatenate([[0], np.cumsum(length)[:-1]])
+    return latents, behavior, starts
+
+
 def _maze_session(model, rng, n_trials, splits, n_types, lag, cond_states):
     """Delayed center-out reaches through mazes: mc_maze and its scaling versions."""
     n_conds = n_types * 3
@@ -192,21 +212,13 @@ def _maze_session(model, rng, n_trials, splits, n_types, lag, cond_states):
     prep_state, move_state = cond_states
     x0 = move_state[cond] * (1 + 0.12 * rng.normal(size=(n_trials, 1)))
     x0 += rng.normal(0, 0.15, x0.shape)
-    move = model.run_movement(x0, 750)
-    x_move = np.zeros((n_trials, L, model.d_move), np.float32)
-    for i in range(n_trials):
-        x_move[i, onset[i] : onset[i] + 750] = move[i]
+    x_move = _movement_at_onset(model, x0, onset, L)
     rise = np.clip(1 - np.exp(-(t - target_on[:, None]) / 80.0), 0, None) * (t >= target_on[:, None])
     fall = np.where(t >= onset[:, None], np.exp(-(t - onset[:, None]) / 150.0), 1.0)
     prep = (rise * fall)[..., None] * prep_state[cond][:, None, :]
     cis = np.exp(-0.5 * ((t - onset[:, None] - 120) / 110.0) ** 2)[..., None] * 1.5
     z = np.concatenate([x_move, prep, cis], axis=-1).astype(np.float32)
-    vel = _lagged(model.velocity(x_move), lag)
-    lats = [z[i, : length[i]] for i in range(n_trials)]
-    vels = [vel[i, : length[i]].astype(np.float32) for i in range(n_trials)]
-    latents, behavior = _assemble(model, lats, vels)
-    behavior["cursor_pos"] = behavior["hand_pos"].copy()
-    starts = np.concatenate([[0], np.cumsum(length)[:-1]])
+    latents, behavior, starts = _assemble_reaches(model, z, x_move, length, lag)
     version = cond % 3
     behavior["eye_pos"] = (behavior["hand_pos"] + rng.normal(0, 2.0, behavior["hand_pos"].shape)).astype(np.float32)
     trials = pd.DataFrame(
@@ -243,22 +255,14 @@ def _area2_session(model, rng, n_trials, splits, lag, cond_states):
     t = np.arange(L)[None, :]
     prep_state, move_state = cond_states
     x0 = move_state[cond] * (1 + 0.1 * rng.normal(size=(n_trials, 1))) + rng.normal(0, 0.15, (n_trials, model.d_move))
-    move = model.run_movement(x0, 750)
-    x_move = np.zeros((n_trials, L, model.d_move), np.float32)
-    for i in range(n_trials):
-        x_move[i, onset[i] : onset[i] + 750] = move[i]
+    x_move = _movement_at_onset(model, x0, onset, L)
     # context: active trials carry a preparatory state after the target appears, passive do not
     rise = (t >= target_on[:, None]) * (1 - np.exp(-np.clip(t - target_on[:, None], 0, None) / 80.0))
     fall = np.where(t >= onset[:, None], np.exp(-(t - onset[:, None]) / 150.0), 1.0)
     prep = (rise * fall * (~passive)[:, None])[..., None] * prep_state[cond][:, None, :]
     cis = np.exp(-0.5 * ((t - onset[:, None] - 60) / 90.0) ** 2)[..., None] * np.where(passive, 2.0, 1.0)[:, None, None]
     z = np.concatenate([x_move, prep, cis], axis=-1).astype(np.float32)
-    vel = _lagged(model.velocity(x_move), lag)
-    lats = [z[i, : length[i]] for i in range(n_trials)]
-    vels = [vel[i, : length[i]].astype(np.float32) for i in range(n_trials)]
-    latents, behavior = _assemble(model, lats, vels)
-    behavior["cursor_pos"] = behavior["hand_pos"].copy()
-    starts = np.concatenate([[0], np.cumsum(length)[:-1]])
+    latents, behavior, starts = _assemble_reaches(model, z, x_move, length, lag)
     cond_dir = (direction * 45).astype(np.float64)
     trials = pd.DataFrame(
         {
