@@ -649,13 +649,9 @@ def write_ensemble(
         from .rates import load_rates
         from .scoring import evaluate_rates
 
-        from threadpoolctl import threadpool_limits
-
         best = result.library[int(np.nanargmax(result.single_co_bps))]
-        # nlb_tools' ridge decoders solve tiny systems: threaded BLAS only adds contention there
-        with threadpool_limits(limits=1, user_api="blas"):
-            metrics["best_single"] = evaluate_rates(dataset_key, load_rates(best.rates_val), targets)
-            metrics["ensemble"] = evaluate_rates(dataset_key, val_rates, targets)
+        metrics["best_single"] = evaluate_rates(dataset_key, load_rates(best.rates_val), targets)
+        metrics["ensemble"] = evaluate_rates(dataset_key, val_rates, targets)
     save_rates(paths["rates_val"], val_rates, dataset=dataset_key, phase="val", method=result.chosen.method)
     write_submission(paths["submission"], dataset_key, ensemble_rates(result, "test"))
     plot_curve(result, paths["curve_png"], dataset_key)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from .fileio import atomic_path
 
@@ -118,10 +117,7 @@ def collect_rows(experiment_dir: Path) -> tuple[list[dict], RankResult]:
             row = {"trial_id": trial_id, "kind": ckpt.name,
                    "checkpoint_dir": ckpt.relative_to(experiment_dir).as_posix()}
             try:
-                # nlb_tools' velocity decoder is a grid-searched ridge: with BLAS threads it took
-                # 12 s per checkpoint on 2 busy cores, with one thread 0.7 s.
-                with threadpool_limits(1):
-                    row.update(score_checkpoint(ckpt, cache))
+                row.update(score_checkpoint(ckpt, cache))  # one BLAS thread: scoring.nlb_evaluate
             except Exception as err:  # one bad checkpoint must not hide the other hundreds
                 log.warning("cannot score %s: %s", ckpt, err)
                 failed.append(f"{row['checkpoint_dir']}: {err}")

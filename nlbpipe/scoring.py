@@ -55,27 +55,42 @@ def evaluate_rates(dataset_key: str, rates: dict, targets: dict) -> dict[str, fl
         raise ScoringError(
             f"{dataset_key}: eval_rates_heldout has shape {found}, the eval targets {tuple(expected)}"
         )
+    submission = {dataset_key: {k: np.asarray(rates[k], dtype=np.float64) for k in RATE_KEYS}}
+    scores: dict[str, float] = {}
+    for _, metrics in nlb_evaluate(targets, submission):
+        scores.update(metrics)
+    return scores
+
+
+def nlb_evaluate(targets, submission) -> list[tuple[str, dict[str, float]]]:
+    """``nlb_tools.evaluation.evaluate`` as EvalAI runs it, as ``[(split, {metric: value})]``.
+
+    ``targets`` and ``submission`` are paths or dicts, as nlb_tools takes them. Metric names lose
+    the scaling datasets' ``[100] `` prefix and become snake_case; nlb_tools' INFO logging is
+    quieted, and BLAS runs on one thread (its ridge decoders are tiny: threaded BLAS made them
+    ~15x slower on a busy 2-core machine).
+    """
     from nlb_tools.evaluation import evaluate
     from threadpoolctl import threadpool_limits
 
-    submission = {dataset_key: {k: np.asarray(rates[k], dtype=np.float64) for k in RATE_KEYS}}
     nlb_logger = logging.getLogger("nlb_tools.evaluation")
     level = nlb_logger.level
     nlb_logger.setLevel(logging.WARNING)
     try:
-        # nlb_tools' ridge/GLM fits are small: multi-threaded BLAS makes them ~15x slower here.
         with threadpool_limits(1, "blas"):
             results = evaluate(targets, submission)
     finally:
         nlb_logger.setLevel(level)
-    scores: dict[str, float] = {}
+    rows = []
     for split in results:
-        for values in split.values():
-            for name, value in values.items():
-                name = re.sub(r"^\[\d+\]\s*", "", name)
-                scores[_NLB_NAMES.get(name, name)] = float(value)
-    return scores
+        for split_name, values in split.items():
+            rows.append((split_name, {_metric_name(k): float(v) for k, v in values.items()}))
+    return rows
 
+
+def _metric_name(nlb_name: str) -> str:
+    name = re.sub(r"^\[\d+\]\s*", "", nlb_name)
+    return _NLB_NAMES.get(name, name)
 
 def co_bps_torch(rates_heldout, spikes_heldout) -> float:
     """:func:`co_bps` on tensors where they are (a GPU, mid-training), with nlb_tools' conventions.

@@ -362,11 +362,7 @@ def recompute_rates(members: Sequence[Member], predict: Callable[[Path], dict] |
 
 def score_submission(path: str | os.PathLike, targets_path: str | os.PathLike) -> list[tuple[str, dict[str, float]]]:
     """nlb_tools.evaluation.evaluate on the file, as EvalAI runs it: ``[(split, {metric: value})]``."""
-    import logging
-
-    from nlb_tools.evaluation import evaluate
-
-    from .scoring import _NLB_NAMES
+    from .scoring import nlb_evaluate
 
     path, targets_path = Path(path), Path(targets_path)
     for p, what in ((path, "submission"), (targets_path, "targets")):
@@ -377,25 +373,10 @@ def score_submission(path: str | os.PathLike, targets_path: str | os.PathLike) -
         if not common:
             raise SubmissionError(f"{targets_path} holds targets for {', '.join(sorted(t.keys())) or 'nothing'}; "
                                   f"{path} holds {', '.join(sorted(s.keys())) or 'nothing'}: no dataset in common")
-    nlb_logger = logging.getLogger("nlb_tools.evaluation")
-    level = nlb_logger.level
-    nlb_logger.setLevel(logging.WARNING)
-    from threadpoolctl import threadpool_limits
-
     try:
-        # nlb_tools' ridge decoders solve tiny systems: threaded BLAS only adds contention there
-        with threadpool_limits(limits=1, user_api="blas"):
-            results = evaluate(str(targets_path), str(path))
+        return nlb_evaluate(str(targets_path), str(path))
     except (KeyError, AssertionError, ValueError) as err:
         raise SubmissionError(f"nlb_tools.evaluation.evaluate failed on {path} with targets {targets_path}: {err!r}") from err
-    finally:
-        nlb_logger.setLevel(level)
-    rows = []
-    for split in results:
-        for name, values in split.items():
-            rows.append((name, {_NLB_NAMES.get(k.split("] ")[-1], k): float(v) for k, v in values.items()}))
-    return rows
-
 
 def metrics_table(rows: Sequence[tuple[str, dict[str, float]]]) -> list[str]:
     cols = ["co_bps", "vel_r2", "psth_r2", "fp_bps", "tp_corr"]
