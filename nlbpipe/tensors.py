@@ -29,7 +29,7 @@ from .settings import get_settings
 logger = logging.getLogger(__name__)
 
 PHASES = ("val", "test")
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: built window by window (nlbpipe.windowed_tensors); 1: by nlb_tools
 VAL_KEYS = (
     "train_spikes_heldin",
     "train_spikes_heldout",
@@ -142,6 +142,33 @@ def _build(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path], w
     return tensors, targets
 
 
+def _build_windowed(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path], with_psth: bool):
+    """``_build``'s arrays, cut window by window: memory follows the windows, not the session."""
+    from .windowed_tensors import build_windowed
+
+    for p in paths:
+        if not _readable(p):
+            raise DataFileError(f"{p} is not a readable NLB NWB file (corrupt, truncated, or lacks "
+                                "units/trials); delete it and download it again")
+    _, bin_ms = resolve(dataset_key)
+    logger.info("building %s %s tensors window by window", dataset_key, phase)
+    try:
+        return build_windowed(info.name, dataset_key, bin_ms, phase, paths, with_psth, VAL_KEYS, TEST_KEYS)
+    except (KeyError, ValueError, OSError) as err:
+        raise DataFileError(f"cannot build {dataset_key} {phase} tensors from "
+                            f"{', '.join(map(str, paths))}: {type(err).__name__}: {err}") from err
+
+
+def reference_build(dataset_key: str, phase: str = "val", raw_dir: Path | None = None,
+                    with_psth: bool = True):
+    """``(tensors, targets)`` straight from nlb_tools (whole-session frames): the reference the
+    windowed build is tested and benchmarked against; nothing is cached."""
+    _check_phase(phase)
+    info, _ = resolve(dataset_key)
+    raw, _ = _resolve_dirs(raw_dir, None)
+    return _build(info, dataset_key, phase, _sources(info, phase, raw), with_psth=with_psth)
+
+
 def _cache_paths(cache_dir: Path, dataset_key: str, phase: str) -> tuple[Path, Path]:
     return cache_dir / f"{dataset_key}_{phase}.h5", cache_dir / f"{dataset_key}_{phase}_targets.h5"
 
@@ -210,7 +237,7 @@ def load_tensors(dataset_key: str, phase: str = "val", raw_dir: Path | None = No
     cached = _read_cached_tensors(tensor_path, fp, keys)
     if cached is not None:
         return cached
-    tensors, _ = _build(info, dataset_key, phase, paths, with_psth=False)
+    tensors, _ = _build_windowed(info, dataset_key, phase, paths, with_psth=False)
     _write_tensors(tensor_path, tensors, fp, dataset_key, phase)
     return tensors
 
@@ -245,7 +272,7 @@ def load_eval_targets(dataset_key: str, phase: str = "val", raw_dir=None, cache_
     cached = _read_cached_targets(target_path, fp)
     if cached is not None and dataset_key in cached:
         return {dataset_key: cached[dataset_key]}
-    tensors, targets = _build(info, dataset_key, phase, paths, with_psth=True)
+    tensors, targets = _build_windowed(info, dataset_key, phase, paths, with_psth=True)
     _write_tensors(tensor_path, tensors, fp, dataset_key, phase)
     _write_targets(target_path, targets, fp)
     return {dataset_key: targets[dataset_key]}
