@@ -201,3 +201,66 @@ def read_recording(path: Path, behavior_field: str | None = None) -> Recording:
     finally:
         io.close()
     return Recording(Path(path), trial_info, n_ms, groups, signals, nan_row)
+
+
+def _block_starts(recs: list[Recording]) -> list[int]:
+    """Where ``NWBDataset`` puts each file (ms) when it stacks several into one recording."""
+    starts, past_end = [0], (recs[0].n_ms - 1) / RATE_HZ + round(50 / RATE_HZ, 4)
+    for rec in recs[1:]:
+        start = int(np.ceil(past_end * 10) * 100)
+        starts.append(start)
+        past_end = (start + rec.n_ms - 1) / RATE_HZ + round(50 / RATE_HZ, 4)
+    return starts
+
+
+def _shift_trials(ti: pd.DataFrame, shift_ms: int, trial_offset: int) -> pd.DataFrame:
+    ti = ti.copy()
+    for col in ti.columns:
+        if col.endswith("_time"):
+            ti[col] = ti[col] + pd.to_timedelta(shift_ms, unit="ms")
+        elif col == "trial_id":
+            ti[col] = ti[col] + trial_offset
+    return ti
+
+
+def stack_recordings(recs: list[Recording]) -> Recording:
+    """Files in name order as one recording, the way ``NWBDataset(folder, prefix)`` stacks them.
+
+    Each file starts on the next 100 ms after the previous one's end plus 50 ms; the grid between
+    files is NaN, as is a group (held-out units) in a file without it. Behaviour values are not
+    carried (only the test phase stacks files, and it decodes nothing).
+    """
+    starts = _block_starts(recs)
+    n_ms = starts[-1] + recs[-1].n_ms
+    offsets = np.cumsum([0] + [len(r.trial_info) for r in recs[:-1]])
+    trial_info = pd.concat([_shift_trials(r.trial_info, s, int(o)) for r, s, o in zip(recs, starts, offsets)],
+                           axis=0, join="outer").reset_index(drop=True)
+    nan_row = np.ones(n_ms, dtype=bool)
+    groups = {}
+    for name in dict.fromkeys(k for r in recs for k in r.groups):
+        present = [r.groups[name] for r in recs if name in r.groups]
+        ids = present[0].unit_ids
+        if any(not np.array_equal(g.unit_ids, ids) for g in present):
+            raise ValueError(f"{name}: the files hold different units; nlbpipe stacks only files "
+                             "with the same units")
+        nan_ms = np.ones(n_ms, dtype=bool)
+        spike_ms = [[] for _ in ids]
+        for rec, s in zip(recs, starts):
+            g = rec.groups.get(name)
+            if g is None:
+                continue
+            nan_ms[s:s + rec.n_ms] = g.nan_ms
+            for u, pos in enumerate(g.spike_ms):
+                spike_ms[u].append(pos + s)
+        groups[name] = SpikeGroup(ids, [np.concatenate(p) for p in spike_ms], nan_ms)
+    for rec, s in zip(recs, starts):
+        row = rec.nan_row_ms.copy()
+        for name in groups:
+            if name not in rec.groups:
+                row[:] = True
+        nan_row[s:s + rec.n_ms] = row
+    for name in dict.fromkeys(k for r in recs for k in r.signals):  # a series one file lacks
+        for rec, s in zip(recs, starts):
+            if name not in rec.signals:
+                nan_row[s:s + rec.n_ms] = True
+    return Recording(recs[-1].path, trial_info, n_ms, groups, {}, nan_row)

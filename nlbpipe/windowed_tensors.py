@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .psth import make_psth
-from .recording import Recording, read_recording
+from .recording import Recording, read_recording, stack_recordings
 from .windows import behavior_windows, count_spikes, jagged, stack, trial_windows
 
 SPK, HOSPK = "spikes", "heldout_spikes"  # PARAMS' spk_field / hospk_field for every dataset
@@ -63,8 +63,8 @@ def forward_params(make_params: dict, fp_len: int, bin_ms: int) -> dict:
             "allow_overlap": True}
 
 
-def _stacked(rec, group, bin_ms, mask, params, tail_nan=False) -> np.ndarray:
-    w = trial_windows(rec, bin_ms, mask, tail_nan=tail_nan, **params)
+def _stacked(rec, group, bin_ms, mask, params) -> np.ndarray:
+    w = trial_windows(rec, bin_ms, mask, **params)
     return stack(count_spikes(rec, group, w), f"{rec.path.name} {group}")
 
 
@@ -78,16 +78,16 @@ def _jittered(rec, name, bin_ms, mask, make_params, seed=0):
     return _with_jitter(rec, make_params, {align.replace("_time", "_jitter_time"): col})
 
 
-def train_inputs(rec: Recording, name: str, bin_ms: int, mask, tail_nan=False) -> dict:
+def train_inputs(rec: Recording, name: str, bin_ms: int, mask) -> dict:
     """Held-in/held-out train spikes and their forward windows (float16, as nlb_tools returns them)."""
     p = _params(name)
     rec, mp = _jittered(rec, name, bin_ms, mask, dict(p["make_params"]))
     fp = forward_params(mp, p["fp_len"], bin_ms)
     return {
-        "train_spikes_heldin": _stacked(rec, SPK, bin_ms, mask, mp, tail_nan),
-        "train_spikes_heldout": _stacked(rec, HOSPK, bin_ms, mask, mp, tail_nan),
-        "train_spikes_heldin_forward": _stacked(rec, SPK, bin_ms, mask, fp, tail_nan),
-        "train_spikes_heldout_forward": _stacked(rec, HOSPK, bin_ms, mask, fp, tail_nan),
+        "train_spikes_heldin": _stacked(rec, SPK, bin_ms, mask, mp),
+        "train_spikes_heldout": _stacked(rec, HOSPK, bin_ms, mask, mp),
+        "train_spikes_heldin_forward": _stacked(rec, SPK, bin_ms, mask, fp),
+        "train_spikes_heldout_forward": _stacked(rec, HOSPK, bin_ms, mask, fp),
     }
 
 
@@ -190,13 +190,11 @@ def build_windowed(name: str, dataset_key: str, bin_ms: int, phase: str, paths: 
         tensors["eval_spikes_heldin_forward"] = inner["eval_spikes_heldin_forward"]
         tensors["eval_spikes_heldout_forward"] = inner["eval_spikes_heldout_forward"]
         keys = val_keys
-    else:
-        train_rec = read_recording(paths[0])
-        tensors = train_inputs(train_rec, name, bin_ms, split_mask(train_rec.trial_info, ["train", "val"]),
-                               tail_nan=True)
-        del train_rec
-        test_rec = read_recording(paths[1])
-        tensors.update(eval_inputs(test_rec, name, bin_ms, split_mask(test_rec.trial_info, "test")))
+    else:  # nlb_tools stacks the files (in name order: test before train) into one recording
+        rec = stack_recordings([read_recording(p) for p in sorted(paths, key=lambda p: p.name)])
+        ti = rec.trial_info
+        tensors = {**train_inputs(rec, name, bin_ms, split_mask(ti, ["train", "val"])),
+                   **eval_inputs(rec, name, bin_ms, split_mask(ti, "test"))}
         targets, keys = None, test_keys
     tensors = {k: np.asarray(tensors[k], dtype=np.float32) for k in keys}
     return tensors, targets

@@ -44,16 +44,11 @@ def _ceil_div(a: int, b: int) -> int:
 
 def trial_windows(rec: Recording, bin_ms: int, include: np.ndarray, *, start_field="start_time",
                   end_field="end_time", align_field=None, align_range=(None, None),
-                  allow_overlap=False, allow_nans=False, n_bins: int | None = None,
-                  tail_nan=False) -> Windows:
-    """The windows ``make_trial_data(ignored_trials=~include, ...)`` cuts (margin 0).
-
-    ``n_bins`` is the length of the binned grid; ``tail_nan`` says bins past it exist as NaN rows
-    (a file followed by another in nlb_tools' stacked recording) instead of not existing.
-    """
+                  allow_overlap=False, allow_nans=False) -> Windows:
+    """The windows ``make_trial_data(ignored_trials=~include, ...)`` cuts (margin 0)."""
     ti = rec.trial_info
     bin_ns = int(bin_ms * 1_000_000)
-    n_bins = n_bins if n_bins is not None else -(-rec.n_ms // int(bin_ms))
+    n_bins = grid_bins(rec, bin_ms)
     next_start = ti["start_time"].shift(-1)
     sel = np.asarray(include, dtype=bool)
     ti, next_start = ti.loc[sel], next_start.loc[sel]
@@ -82,23 +77,13 @@ def trial_windows(rec: Recording, bin_ms: int, include: np.ndarray, *, start_fie
         if bound_ok[i] and end > bounds[i] and not allow_overlap:
             end = bounds[i] - US
         first = max(_ceil_div(int(starts[i]), bin_ns), 0)
-        last = int(end) // bin_ns
-        if not tail_nan:
-            last = min(last, n_bins - 1)
+        last = min(int(end) // bin_ns, n_bins - 1)
         b = np.arange(first, last + 1, dtype=np.int64)
         if nan_bins is not None:
-            b = b[~_at(nan_bins, b, True)]
+            b = b[~nan_bins[b]]
         bins.append(b)
     align_bin = np.array([_ceil_div(int(v), bin_ns) for v in lefts], dtype=np.int64)
     return Windows(frame.trial_id.to_numpy(), frame.index.to_numpy(), bins, align_bin, int(bin_ms))
-
-
-def _at(per_bin: np.ndarray, b: np.ndarray, past_end) -> np.ndarray:
-    """``per_bin[b]``, with ``past_end`` for bins past the grid."""
-    out = np.full(b.shape, past_end, dtype=per_bin.dtype)
-    inside = b < per_bin.shape[0]
-    out[inside] = per_bin[b[inside]]
-    return out
 
 
 def _nan_row_bins(rec: Recording, bin_ms: int, n_bins: int) -> np.ndarray:
@@ -120,7 +105,7 @@ def count_spikes(rec: Recording, group: str, windows: Windows) -> list[np.ndarra
         ok = p < len(used)
         ok[ok] = used[p[ok]] == b[ok]
         counts[:, u] = np.bincount(p[ok], minlength=len(used))
-    nan = _at(g.nan_ms, used * f, True)
+    nan = g.nan_ms[used * f]
     counts[nan] = np.nan
     out = counts[inverse]
     splits = np.cumsum([len(b) for b in windows.bins])[:-1]
