@@ -35,7 +35,7 @@ CALLS = {  # name -> (phase, targets?)
 }
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {repo!r})
 from nlbpipe.tensors import load_eval_targets, load_tensors, reference_build
 from nlb_tools.make_tensors import save_to_h5
@@ -49,7 +49,8 @@ elif targets:
 else:
     out = {{"tensors": load_tensors(key, phase, raw, cache)}}
 wall = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # before saving for the comparison
+# VmHWM, not ru_maxrss: ru_maxrss survives exec and would report the forking parent's peak
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 2**20
 save_to_h5(out, path, overwrite=True)
 print(json.dumps({{"wall_s": wall, "peak_rss_gb": peak}}))
 """
