@@ -88,14 +88,18 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def _open_dataset(info: DatasetInfo, bin_ms: int, phase: str, paths: list[Path]):
-    """Load with nlb_tools and re-bin; an unreadable file raises DataFileError naming it."""
-    from nlb_tools.nwb_interface import NWBDataset
-
+def _check_readable(paths: list[Path]) -> None:
     for p in paths:
         if not _readable(p):
             raise DataFileError(f"{p} is not a readable NLB NWB file (corrupt, truncated, or lacks "
                                 "units/trials); delete it and download it again")
+
+
+def _open_dataset(info: DatasetInfo, bin_ms: int, phase: str, paths: list[Path]):
+    """Load with nlb_tools and re-bin; an unreadable file raises DataFileError naming it."""
+    from nlb_tools.nwb_interface import NWBDataset
+
+    _check_readable(paths)
     if len(paths) == 1:
         target, prefix = str(paths[0]), ""
     else:  # both files of the dataset: NWBDataset stacks them into one recording
@@ -146,10 +150,7 @@ def _build_windowed(info: DatasetInfo, dataset_key: str, phase: str, paths: list
     """``_build``'s arrays, cut window by window: memory follows the windows, not the session."""
     from .windowed_tensors import build_windowed
 
-    for p in paths:
-        if not _readable(p):
-            raise DataFileError(f"{p} is not a readable NLB NWB file (corrupt, truncated, or lacks "
-                                "units/trials); delete it and download it again")
+    _check_readable(paths)
     _, bin_ms = resolve(dataset_key)
     logger.info("building %s %s tensors window by window", dataset_key, phase)
     try:
