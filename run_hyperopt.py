@@ -18,11 +18,10 @@ import signal
 import sys
 from pathlib import Path
 
-from nlbpipe.config import ConfigError
-from nlbpipe.datasets import UnknownDatasetError, resolve
-from nlbpipe.ranking import RankingError, rank_experiment, top
-from nlbpipe.search import METRIC_MODES, SCHEDULERS, read_setup, SearchError, SearchOptions, run_search, summarize
-from nlbpipe.search_space import SearchSpaceError
+from nlbpipe.cli import run_reporting_errors
+from nlbpipe.datasets import resolve
+from nlbpipe.ranking import rank_experiment, top
+from nlbpipe.search import METRIC_MODES, SCHEDULERS, SearchOptions, read_setup, run_search, summarize
 from nlbpipe.settings import get_settings
 
 
@@ -66,37 +65,35 @@ def _resume_command(args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run_reporting_errors(lambda: search(args),
+                                interrupted=f"interrupted; continue with: {_resume_command(args)}")
+
+
+def search(args: argparse.Namespace) -> int:
     settings = get_settings()
     incomplete = False
-    try:
-        resolve(args.dataset)
-        opts = SearchOptions(
-            dataset_key=args.dataset,
-            config_path=args.config or settings.config_dir / f"{args.dataset}.yaml",
-            results_dir=settings.results_dir, samples=args.samples, seed=args.seed, name=args.name,
-            metric=args.metric, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
-            cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
-            overrides=args.overrides, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
-            n_initial_points=args.n_initial_points, acq_func=args.acq_func, max_failures=args.max_failures,
-            verbose=0 if args.quiet else 1,
-        )
-        if not args.rank_only:
-            for sig in (signal.SIGHUP, signal.SIGTERM):
-                signal.signal(sig, _as_interrupt)
-            results = run_search(opts)
-            counts = summarize(results)
-            print("trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-            planned = read_setup(opts.experiment_dir)["samples"]
-            if results.num_terminated + results.num_errors < planned:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
-                incomplete = True
-                print(f"search incomplete; continue with: {_resume_command(args)}", file=sys.stderr)
-        ranked = rank_experiment(opts.experiment_dir)
-    except (ConfigError, SearchSpaceError, SearchError, RankingError, UnknownDatasetError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; continue with: {_resume_command(args)}", file=sys.stderr)
-        return 130
+    resolve(args.dataset)
+    opts = SearchOptions(
+        dataset_key=args.dataset,
+        config_path=args.config or settings.config_dir / f"{args.dataset}.yaml",
+        results_dir=settings.results_dir, samples=args.samples, seed=args.seed, name=args.name,
+        metric=args.metric, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
+        overrides=args.overrides, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
+        n_initial_points=args.n_initial_points, acq_func=args.acq_func, max_failures=args.max_failures,
+        verbose=0 if args.quiet else 1,
+    )
+    if not args.rank_only:
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            signal.signal(sig, _as_interrupt)
+        results = run_search(opts)
+        counts = summarize(results)
+        print("trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        planned = read_setup(opts.experiment_dir)["samples"]
+        if results.num_terminated + results.num_errors < planned:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
+            incomplete = True
+            print(f"search incomplete; continue with: {_resume_command(args)}", file=sys.stderr)
+    ranked = rank_experiment(opts.experiment_dir)
     print(f"ranked {ranked.n_checkpoints} checkpoints of {ranked.n_trials} finished trials -> {ranked.csv_path}")
     if ranked.skipped_running:
         print(f"  {len(ranked.skipped_running)} trial(s) still running, not ranked yet")

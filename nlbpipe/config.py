@@ -17,15 +17,12 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from .errors import SourcedError
 from .fileio import write_text_atomic
 
 
-class ConfigError(ValueError):
+class ConfigError(SourcedError):
     """A run-config problem; the message names the key and the file (or override source) at fault."""
-
-    def __init__(self, key: str, source: str, problem: str):
-        self.key, self.source, self.problem = key, str(source), problem
-        super().__init__(f"{self.source}: {key}: {problem}")
 
 
 @dataclass

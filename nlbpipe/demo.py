@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cli import run_reporting_errors
 from .settings import get_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -197,6 +198,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nlbpipe.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="full", help="full (default, ~10 min) or tiny")
     args = parser.parse_args(argv)
+    return run_reporting_errors(lambda: demo(args))
+
+
+def demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     start = time.time()
     settings = get_settings()

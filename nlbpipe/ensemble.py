@@ -38,6 +38,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from .errors import NlbpipeError
 from .fileio import atomic_path, write_json_atomic
 from .rates import RATE_KEYS, save_rates
 
@@ -50,7 +51,7 @@ METHODS = ("topn", "greedy", "both")
 _MIN_RATE = 1e-9  # nlb_tools replaces zero rates by this before taking the log
 
 
-class EnsembleError(ValueError):
+class EnsembleError(NlbpipeError, ValueError):
     """An experiment folder, checkpoint or option that an ensemble cannot be built from."""
 
 

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from .config import RunConfig, load_config
+from .errors import NlbpipeError
 from .model import NDT, build_model
 from .rates import RATE_KEYS, save_rates
 
 
-class InferenceError(RuntimeError):
+class InferenceError(NlbpipeError, RuntimeError):
     """A checkpoint or tensor that cannot be used; names the file or key."""
 
 

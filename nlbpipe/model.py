@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ModelConfig
+from .errors import NlbpipeError
 
 try:  # optional GPU kernel with a native sliding window; SDPA is the reference path
     from flash_attn import flash_attn_func
@@ -26,7 +27,7 @@ except Exception:  # pragma: no cover - absent on CPU machines
     flash_attn_func = None
 
 
-class ModelError(ValueError):
+class ModelError(NlbpipeError, ValueError):
     """A model that cannot be built for this data; names the key at fault."""
 
 

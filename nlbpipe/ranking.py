@@ -18,17 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
+from . import contracts
+from .contracts import CHECKPOINTS_CSV, SEARCH_PROGRESS_PNG, TERMINAL_STATUSES
+from .errors import NlbpipeError
 from .fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-CSV_NAME = "checkpoints.csv"
-PLOT_NAME = "search_progress.png"
+CSV_NAME = CHECKPOINTS_CSV
+PLOT_NAME = SEARCH_PROGRESS_PNG
 SCORE_COLUMNS = ("val_co_bps", "val_vel_r2", "val_psth_r2", "val_fp_bps", "val_tp_corr")
-FINAL = ("completed", "early_stopped", "diverged")
+FINAL = TERMINAL_STATUSES
 
 
-class RankingError(RuntimeError):
+class RankingError(NlbpipeError, RuntimeError):
     """An experiment folder that cannot be ranked; names the folder or file."""
 
 
@@ -43,7 +46,7 @@ class RankResult:
 
 
 def _trial_dirs(experiment_dir: Path) -> list[Path]:
-    return sorted(p for p in experiment_dir.glob("trial_*") if (p / "run").is_dir())
+    return sorted(p for p in experiment_dir.glob(f"{contracts.TRIAL_PREFIX}*") if (p / contracts.TRIAL_RUN_DIR).is_dir())
 
 
 def _read_json(path: Path) -> dict:
@@ -86,8 +89,8 @@ def score_checkpoint(ckpt_dir: Path, cache: _Targets | None = None) -> dict[str,
     from .scoring import evaluate_rates
 
     cache = cache or _Targets()
-    cfg = load_config(ckpt_dir / "config.yaml")
-    rates_path = ckpt_dir / "rates_val.h5"
+    cfg = load_config(ckpt_dir / contracts.RUN_CONFIG)
+    rates_path = ckpt_dir / contracts.RATES_VAL
     if not rates_path.is_file():
         from .inference import load_checkpoint, predict_rates
         from .rates import save_rates
@@ -104,16 +107,17 @@ def collect_rows(experiment_dir: Path) -> tuple[list[dict], RankResult]:
     rows, skipped, failed = [], [], []
     trials = _trial_dirs(experiment_dir)
     for trial_dir in trials:
-        trial_id = trial_dir.name.removeprefix("trial_")
-        run_dir = trial_dir / "run"
-        status = _read_json(run_dir / "status.json").get("status", "unknown")
+        trial_id = trial_dir.name.removeprefix(contracts.TRIAL_PREFIX)
+        run_dir = trial_dir / contracts.TRIAL_RUN_DIR
+        status = contracts.read_status(run_dir).get("status", "unknown")
         if status not in FINAL:
             skipped.append(trial_id)
             continue
         params = _read_json(trial_dir / "params.json")
-        finished = (run_dir / "status.json").stat().st_mtime
-        for ckpt in sorted(p for p in (run_dir / "checkpoints").glob("*") if (p / "model.pt").is_file()):
-            metrics = _read_json(ckpt / "metrics.json")
+        finished = (run_dir / contracts.STATUS_JSON).stat().st_mtime
+        checkpoints = (run_dir / contracts.CHECKPOINTS_DIR).glob("*")
+        for ckpt in sorted(p for p in checkpoints if (p / contracts.MODEL_FILE).is_file()):
+            metrics = _read_json(ckpt / contracts.METRICS_JSON)
             row = {"trial_id": trial_id, "kind": ckpt.name,
                    "checkpoint_dir": ckpt.relative_to(experiment_dir).as_posix()}
             try:

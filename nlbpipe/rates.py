@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .errors import MissingKeyError
 from .fileio import atomic_path
 
 RATE_KEYS = (
@@ -33,7 +34,7 @@ def save_rates(path: str | os.PathLike, rates: Rates, group: str | None = None, 
     (a submission's dataset key); ``attrs`` go on the file root."""
     missing = [k for k in RATE_KEYS if k not in rates]
     if missing:
-        raise KeyError(f"rates for {path} lack {', '.join(missing)}")
+        raise MissingKeyError(f"rates for {path} lack {', '.join(missing)}")
     path = Path(path)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -54,7 +55,7 @@ def load_rates(path: str | os.PathLike) -> Rates:
         with h5py.File(path, "r") as f:
             missing = [k for k in RATE_KEYS if k not in f]
             if missing:
-                raise KeyError(f"{path} lacks {', '.join(missing)}")
+                raise MissingKeyError(f"{path} lacks {', '.join(missing)}")
             return {k: f[k][()] for k in RATE_KEYS}
     except OSError as err:
         raise OSError(f"{path} is not a readable HDF5 rates file: {err}") from err

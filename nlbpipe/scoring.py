@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .errors import NlbpipeError
 from .rates import RATE_KEYS
 
 # nlb_tools.evaluation pulls in scikit-learn, scipy and pandas (~150 MB): imported where scored, so
@@ -23,7 +24,7 @@ METRICS = ("co_bps", "vel_r2", "psth_r2", "fp_bps", "tp_corr")
 _NLB_NAMES = {"co-bps": "co_bps", "vel R2": "vel_r2", "psth R2": "psth_r2", "fp-bps": "fp_bps", "tp corr": "tp_corr"}
 
 
-class ScoringError(ValueError):
+class ScoringError(NlbpipeError, ValueError):
     """The rates and the targets do not fit together."""
 
 

@@ -23,15 +23,13 @@ from typing import Any, Mapping
 
 import yaml
 
+from .errors import SourcedError
+
 SAMPLE_FNS = ("uniform", "loguniform", "randint", "choice")
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(SourcedError):
     """A search-space problem; the message names the key and the file at fault."""
-
-    def __init__(self, key: str, source: str, problem: str):
-        self.key, self.source, self.problem = key, str(source), problem
-        super().__init__(f"{self.source}: {key}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .contracts import EVAL_TARGETS_NAME, check_phase
 from .datasets import DatasetInfo, resolve
+from .errors import NlbpipeError
 from .fileio import atomic_path
 from .settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("val", "test")
 CACHE_FORMAT = 2  # 2: built window by window (nlbpipe.windowed_tensors); 1: by nlb_tools
 VAL_KEYS = (
     "train_spikes_heldin",
@@ -47,16 +48,10 @@ TEST_KEYS = (
     "train_spikes_heldout_forward",
     "eval_spikes_heldin",
 )
-EVAL_TARGETS_NAME = "eval_data_test.h5"
 
 
-class DataFileError(Exception):
+class DataFileError(NlbpipeError):
     """A missing or unreadable NWB (or targets) file; the message names it."""
-
-
-def _check_phase(phase: str) -> None:
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
 
 
 def _sources(info: DatasetInfo, phase: str, raw_dir: Path) -> list[Path]:
@@ -164,7 +159,7 @@ def reference_build(dataset_key: str, phase: str = "val", raw_dir: Path | None =
                     with_psth: bool = True):
     """``(tensors, targets)`` straight from nlb_tools (whole-session frames): the reference the
     windowed build is tested and benchmarked against; nothing is cached."""
-    _check_phase(phase)
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     raw, _ = _resolve_dirs(raw_dir, None)
     return _build(info, dataset_key, phase, _sources(info, phase, raw), with_psth=with_psth)
@@ -228,7 +223,7 @@ def load_tensors(dataset_key: str, phase: str = "val", raw_dir: Path | None = No
 
     ``val``: ``VAL_KEYS``; ``test``: ``TEST_KEYS`` (train = train+val trials, eval = test trials).
     """
-    _check_phase(phase)
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     raw, cache = _resolve_dirs(raw_dir, cache_dir)
     paths = _sources(info, phase, raw)
@@ -250,7 +245,7 @@ def load_eval_targets(dataset_key: str, phase: str = "val", raw_dir=None, cache_
     ``eval_data_test.h5`` beside the test NWB (synthetic stand-ins write it; for real data the
     targets are hidden on EvalAI).
     """
-    _check_phase(phase)
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     raw, cache = _resolve_dirs(raw_dir, cache_dir)
     if phase == "test":

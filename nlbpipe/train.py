@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from . import masking
-from .config import ConfigError, RunConfig, load_config, save_config
+from .cli import run_reporting_errors
+from .config import RunConfig, load_config, save_config
+from .errors import NlbpipeError
 from .fileio import write_json_atomic, write_text_atomic
 from .masking import Layout
 from .model import NDT, ModelError, build_model
@@ -42,7 +44,7 @@ _RESUMABLE_DIFFERENCES = {("train", "device"), ("train", "num_threads")}  # may 
 VAL_MASK_SEED_OFFSET = 7919  # the val batch is masked the same way at every validation
 
 
-class TrainError(RuntimeError):
+class TrainError(NlbpipeError, RuntimeError):
     """A run that cannot start or continue; the message names the tensor, file or key at fault."""
 
 
@@ -442,13 +444,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<config name>)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        cfg = load_config(args.config, args.overrides)
-        run_dir = args.run_dir or Path("runs") / args.config.stem
-        result = train(cfg, run_dir)
-    except (ConfigError, TrainError, FileNotFoundError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(lambda: train_from_args(args))
+
+
+def train_from_args(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    run_dir = args.run_dir or Path("runs") / args.config.stem
+    result = train(cfg, run_dir)
     print(f"{result.status} at update {result.step}: " +
           ", ".join(f"{k}={v:.4f}" for k, v in result.best.items() if k.startswith("val_")))
     for kind, path in result.checkpoints.items():
