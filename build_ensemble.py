@@ -9,7 +9,7 @@ Reads checkpoints.csv and each checkpoint's rates_val.h5 / rates_test.h5 (no inf
 ``--out`` (default ``<submissions_dir>/<dataset_key>/``): ``<dataset_key>_submission.h5`` (test
 rates, the file to upload), ``rates_val.h5``, ``ensemble_curve.png`` and ``ensemble.json``.
 ``--merge OUT FILE...`` instead combines per-dataset submissions into one upload file, refusing a
-dataset group that appears in two files. See nlbpipe/ensemble.py for the methods.
+dataset group that appears in two files. See nlbpipe/ensemble/ for the methods.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, fl
     from threadpoolctl import threadpool_limits
 
     from .baselines import smoothing_rates
-    from .ensemble import weighted_mean_rates
+    from .rates import weighted_mean_rates
     from .rates import load_rates
     from .scoring import evaluate_rates
     from .synthetic import true_rates

@@ -27,3 +27,11 @@ class MissingKeyError(NlbpipeError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class EnsembleError(NlbpipeError, ValueError):
+    """An experiment folder, checkpoint table, rates file or option an ensemble cannot be built from.
+
+    Raised where those are read (ranking's table reader, rates files) as well as by
+    ``nlbpipe.ensemble``, so it lives here rather than in one of them.
+    """

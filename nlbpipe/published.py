@@ -140,7 +140,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> str:
 
 def rederive_published(members: list[PublishedMember]) -> dict:
     """Equal-weight mean of the members' saved test rates; explains what is missing otherwise."""
-    from .ensemble import weighted_mean_rates
+    from .rates import weighted_mean_rates
 
     absent = [m for m in members if not m.rates_test.is_file()]
     if absent:

@@ -292,7 +292,7 @@ def members_from_ensemble_json(path: str | os.PathLike) -> tuple[list[Member], d
 
 def members_from_experiment(experiment_dir: str | os.PathLike, size: int) -> list[Member]:
     """The top ``size`` checkpoints of checkpoints.csv with equal weights (the 2021 recipe)."""
-    from .ensemble import EnsembleError, read_checkpoints_csv
+    from .ranking import EnsembleError, read_checkpoints_csv
 
     try:
         rows = read_checkpoints_csv(experiment_dir)
@@ -340,7 +340,7 @@ def infer_test_rates(checkpoint: Path, batch_size: int = 256) -> dict:
 
 def recompute_rates(members: Sequence[Member], predict: Callable[[Path], dict] | None = None, log=None) -> dict:
     """Weighted mean of the members' re-derived test rates (same accumulation as build_ensemble)."""
-    from .ensemble import weighted_mean_rates
+    from .rates import weighted_mean_rates
 
     predict = predict or infer_test_rates
     outputs = []

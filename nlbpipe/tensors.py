@@ -272,3 +272,20 @@ def load_eval_targets(dataset_key: str, phase: str = "val", raw_dir=None, cache_
     _write_tensors(tensor_path, tensors, fp, dataset_key, phase)
     _write_targets(target_path, targets, fp)
     return {dataset_key: targets[dataset_key]}
+
+
+def read_targets_file(path: str | os.PathLike, dataset_key: str) -> dict:
+    """An nlb_tools eval-target ``.h5`` (``{dataset_key: {eval_spikes_heldout, ...}}``) as a dict."""
+    from nlb_tools.make_tensors import h5_to_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"--targets {path}: file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            targets = h5_to_dict(f)
+    except OSError as err:
+        raise DataFileError(f"--targets {path}: not a readable HDF5 file: {err}") from err
+    if dataset_key not in targets or "eval_spikes_heldout" not in targets[dataset_key]:
+        raise DataFileError(f"--targets {path}: no {dataset_key}/eval_spikes_heldout; groups: {', '.join(targets) or 'none'}")
+    return targets

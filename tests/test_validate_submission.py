@@ -62,7 +62,7 @@ def test_format_and_score_pass_on_the_written_file(built, tmp_path):
     row = next(line for line in r.stdout.splitlines() if "area2_bump_20_split" in line).split()
     co = float(row[1])
     # the same number nlbpipe.scoring gives on the file's rates
-    from nlbpipe.ensemble import read_targets_file
+    from nlbpipe.tensors import read_targets_file
     from nlbpipe.scoring import evaluate_rates
 
     rates = sub.read_submission(built["submission"])[KEY]
