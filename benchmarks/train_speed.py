@@ -1,6 +1,6 @@
 """Training speed of one NDT run on mc_maze_small-shaped data: what every search trial pays.
 
-Runs ``nlbpipe.train.train`` itself (validation, checkpoints and resume state included) with the
+Runs ``nlbpipe.ndt.train.train`` itself (validation, checkpoints and resume state included) with the
 mc_maze_small template model (4 layers, identity embedding, pre-norm, T-Fixup, learned positions,
 full context, batch 64) on Poisson data shaped like mc_maze_small (75 train / 25 val trials,
 140 + 40 bins, 107 + 35 neurons) for a fixed number of updates, and prints train trials/s,
@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from nlbpipe.config import apply_overrides, config_from_dict
-from nlbpipe.train import train
+from nlbpipe.ndt.train import train
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 

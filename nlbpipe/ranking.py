@@ -93,7 +93,7 @@ def score_checkpoint(ckpt_dir: Path, cache: _Targets | None = None) -> dict[str,
     cfg = load_config(ckpt_dir / contracts.RUN_CONFIG)
     rates_path = ckpt_dir / contracts.RATES_VAL
     if not rates_path.is_file():
-        from .inference import load_checkpoint, predict_rates
+        from .ndt.inference import load_checkpoint, predict_rates
         from .rates import save_rates
 
         model, _ = load_checkpoint(ckpt_dir)

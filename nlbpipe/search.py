@@ -5,7 +5,7 @@ Experiment folder (``<results_dir>/<dataset_key>/<name>/``, docs/architecture.md
     search_setup.json          what was searched: base run config, search space, metric, seed
     tuner.pkl, experiment_state-*.json, searcher-state-*.pkl, search_gen_state-*.json   (Ray Tune's)
     trial_<trial_id>/          Tune's trial folder: params.json, result.json, checkpoint_*/ ...
-        run/                   the nlbpipe.train run directory: config.yaml, status.json,
+        run/                   the nlbpipe.ndt.train run directory: config.yaml, status.json,
                                progress.csv, last/, checkpoints/{best_masked_loss,...}/
     checkpoints.csv            every kept checkpoint scored on val (nlbpipe.ranking)
     search_progress.png
@@ -131,10 +131,10 @@ def _restore_last(run_dir: Path, checkpoint) -> None:
 
 def run_trial(params: dict, *, base_config: dict, experiment_dir: str, metric: str,
               checkpoint_every_s: float = 300.0) -> None:
-    """One Tune trial: the base run config + this trial's hyperparameters → ``nlbpipe.train.train``."""
+    """One Tune trial: the base run config + this trial's hyperparameters → ``nlbpipe.ndt.train.train``."""
     from ray import tune
 
-    from .train import train
+    from .ndt.train import train
 
     cfg = apply_overrides(config_from_dict(base_config, SETUP_FILE), params, "search space")
     trial_id = tune.get_context().get_trial_id()

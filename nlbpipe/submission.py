@@ -330,7 +330,7 @@ def resolve_members(source: str | os.PathLike, submission_file: Path, size: int 
 
 def infer_test_rates(checkpoint: Path, batch_size: int = 256) -> dict:
     """Test-phase rates of one checkpoint by inference (weights_only load, no pickles)."""
-    from .inference import load_checkpoint, predict_rates
+    from .ndt.inference import load_checkpoint, predict_rates
     from .tensors import load_tensors
 
     model, cfg = load_checkpoint(checkpoint)

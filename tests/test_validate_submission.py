@@ -174,12 +174,12 @@ def _synthetic(request, tmp_path_factory):
 
 def test_end_to_end_train_rank_build_recompute(request, tmp_path_factory, monkeypatch):
     """Two real (tiny) training runs → checkpoints.csv → build_ensemble → recompute by inference agrees."""
-    pytest.importorskip("nlbpipe.train")
+    pytest.importorskip("nlbpipe.ndt.train")
     from nlbpipe.config import config_from_dict
     from nlbpipe.datasets import resolve
     from nlbpipe.ranking import rank_experiment
     from nlbpipe.settings import get_settings
-    from nlbpipe.train import train
+    from nlbpipe.ndt.train import train
 
     raw, cache, key = _synthetic(request, tmp_path_factory)
     root = tmp_path_factory.mktemp("e2e")
