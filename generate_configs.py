@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write CONFIG_DIR/<dataset_key>.yaml and <dataset_key>.search.yaml from templates/.
+"""Write CONFIG_DIR/<dataset_key>.yaml and <dataset_key>.search.yaml from nlbpipe/templates/.
 
     python generate_configs.py                  # all 14 dataset keys
     python generate_configs.py mc_maze mc_maze_20

@@ -29,7 +29,7 @@ import yaml
 from nlbpipe.config import apply_overrides, config_from_dict
 from nlbpipe.ndt.train import train
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "nlbpipe" / "templates"
 
 
 def mc_maze_small_like(seed: int = 0, n_train: int = 75, n_val: int = 25, bins: int = 140, fwd: int = 40,
@@ -52,7 +52,7 @@ def mc_maze_small_like(seed: int = 0, n_train: int = 75, n_val: int = 25, bins: 
 
 
 def template_config():
-    """templates/base.yaml + templates/mc_maze_small.yaml (the model a search starts from)."""
+    """nlbpipe/templates/base.yaml + mc_maze_small.yaml (the model a search starts from)."""
     merged: dict = {}
     for name in ("base.yaml", "mc_maze_small.yaml"):
         path = TEMPLATES / name

@@ -1,6 +1,6 @@
 """Templates → the run config and search space of each dataset key, written to CONFIG_DIR.
 
-Templates are layered (``templates/README.md``): ``base`` → ``bin20`` (20 ms keys only) →
+Templates are layered (``nlbpipe/templates/README.md``): ``base`` → ``bin20`` (20 ms keys only) →
 ``<dataset>`` → ``<dataset>_20`` (20 ms keys, if present), for the run config (``*.yaml``) and the
 search space (``*.search.yaml``) alike. Each layer is checked on its own, so an error names the
 template file that introduced it.
@@ -27,7 +27,7 @@ from .errors import NlbpipeError, SourcedError
 from .fileio import write_json_atomic, write_text_atomic
 from .search_space import SearchSpace, SearchSpaceError, space_from_dict
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"  # package data: there in any install
 HASH_FILE = GENERATED_HASHES
 
 

@@ -71,13 +71,6 @@ class Dimension:
             return tune.randint(self.low, self.high)
         return tune.choice(list(self.opts))
 
-    def contains(self, value: Any) -> bool:
-        if self.sample_fn == "choice":
-            return value in self.opts
-        if self.sample_fn == "randint":
-            return float(value).is_integer() and self.low <= value < self.high
-        return self.low <= value <= self.high
-
     def to_python(self, value: Any) -> Any:
         """Plain Python scalars (skopt hands back numpy types, which YAML and JSON refuse)."""
         if hasattr(value, "item"):

@@ -159,20 +159,7 @@ def test_merge_cli_combines_and_refuses_duplicate_groups(built, tmp_path):
 # ------------------------------------------------------------------------------ end to end
 
 
-def _synthetic(request, tmp_path_factory):
-    """The suite's shared small synthetic dataset if conftest provides it, else one of our own."""
-    try:
-        synth = request.getfixturevalue("small_synthetic")
-        return Path(synth.raw_dir), Path(synth.cache_dir), synth.dataset_key
-    except pytest.FixtureLookupError:
-        from nlbpipe.synthetic import write_synthetic
-
-        root = tmp_path_factory.mktemp("synth")
-        write_synthetic("mc_maze_small", root / "raw", seed=0, scale=0.5)
-        return root / "raw", root / "cache", "mc_maze_small_20"
-
-
-def test_end_to_end_train_rank_build_recompute(request, tmp_path_factory, monkeypatch):
+def test_end_to_end_train_rank_build_recompute(small_synthetic, tmp_path_factory, monkeypatch):
     """Two real (tiny) training runs → checkpoints.csv → build_ensemble → recompute by inference agrees."""
     pytest.importorskip("nlbpipe.ndt.train")
     from nlbpipe.config import config_from_dict
@@ -181,7 +168,7 @@ def test_end_to_end_train_rank_build_recompute(request, tmp_path_factory, monkey
     from nlbpipe.settings import get_settings
     from nlbpipe.ndt.train import train
 
-    raw, cache, key = _synthetic(request, tmp_path_factory)
+    raw, cache, key = Path(small_synthetic.raw_dir), Path(small_synthetic.cache_dir), small_synthetic.dataset_key
     root = tmp_path_factory.mktemp("e2e")
     exp = root / "results" / key / "e2e"
     for seed in range(2):

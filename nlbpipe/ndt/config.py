@@ -1,7 +1,7 @@
 """The NDT's section of a run config (``model:``): the architecture's hyperparameters and defaults.
 
 These dataclass defaults are the one source of each default: docs/architecture.md shows them (a test
-compares), and ``templates/base.yaml`` states only the values the NLB runs use instead.
+compares), and ``nlbpipe/templates/base.yaml`` states only the values the NLB runs use instead.
 A second model family brings its own section beside this one.
 """
 
