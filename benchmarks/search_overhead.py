@@ -38,11 +38,11 @@ def main() -> int:
         os.environ.pop(var, None)
     from nlbpipe.config import load_config
     from nlbpipe.configs import generate
+    from nlbpipe.ndt.train import train
     from nlbpipe.search_space import load_search_space
     from nlbpipe.settings import get_settings
     from nlbpipe.synthetic import write_synthetic
     from nlbpipe.tensors import load_eval_targets, load_tensors
-    from nlbpipe.ndt.train import train
 
     s = get_settings()
     print(f"synthetic {args.dataset} (scale {args.scale}) in {home}", flush=True)

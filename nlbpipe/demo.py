@@ -147,8 +147,7 @@ def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, fl
     from threadpoolctl import threadpool_limits
 
     from .baselines import smoothing_rates
-    from .rates import weighted_mean_rates
-    from .rates import load_rates
+    from .rates import load_rates, weighted_mean_rates
     from .scoring import evaluate_rates
     from .synthetic import true_rates
     from .tensors import load_eval_targets

@@ -8,9 +8,8 @@ metric has one snake_case name wherever it is stored or printed.
 from __future__ import annotations
 
 import logging
-import re
-
 import math
+import re
 
 import numpy as np
 

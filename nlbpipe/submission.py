@@ -28,7 +28,6 @@ from .fileio import atomic_path
 from .rates import RATE_KEYS, save_rates
 
 
-
 class SubmissionError(NlbpipeError, ValueError):
     """A submission file, or an option about one, that cannot be used; the message names it."""
 

@@ -116,8 +116,12 @@ def _build(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path], w
     PSTHs are costly (nlb_tools reloads and smooths the whole file) and only scoring needs them,
     so ``load_tensors`` builds targets without them and ``load_eval_targets`` with them.
     """
-    from nlb_tools.make_tensors import (PARAMS, make_eval_input_tensors,
-                                        make_eval_target_tensors, make_train_input_tensors)
+    from nlb_tools.make_tensors import (
+        PARAMS,
+        make_eval_input_tensors,
+        make_eval_target_tensors,
+        make_train_input_tensors,
+    )
 
     _, bin_ms = resolve(dataset_key)
     ds = _open_dataset(info, bin_ms, phase, paths)

@@ -9,11 +9,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from test_ensemble import KEY, make_experiment, run_cli
 
 from nlbpipe import ensemble as ens
 from nlbpipe import submission as sub
 from nlbpipe.rates import RATE_KEYS, load_rates
-from test_ensemble import KEY, make_experiment, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,8 +62,8 @@ def test_format_and_score_pass_on_the_written_file(built, tmp_path):
     row = next(line for line in r.stdout.splitlines() if "area2_bump_20_split" in line).split()
     co = float(row[1])
     # the same number nlbpipe.scoring gives on the file's rates
-    from nlbpipe.tensors import read_targets_file
     from nlbpipe.scoring import evaluate_rates
+    from nlbpipe.tensors import read_targets_file
 
     rates = sub.read_submission(built["submission"])[KEY]
     assert co == pytest.approx(evaluate_rates(KEY, rates, read_targets_file(built["test_targets"], KEY))["co_bps"], abs=1e-4)
@@ -164,9 +164,9 @@ def test_end_to_end_train_rank_build_recompute(small_synthetic, tmp_path_factory
     pytest.importorskip("nlbpipe.ndt.train")
     from nlbpipe.config import config_from_dict
     from nlbpipe.datasets import resolve
+    from nlbpipe.ndt.train import train
     from nlbpipe.ranking import rank_experiment
     from nlbpipe.settings import get_settings
-    from nlbpipe.ndt.train import train
 
     raw, cache, key = Path(small_synthetic.raw_dir), Path(small_synthetic.cache_dir), small_synthetic.dataset_key
     root = tmp_path_factory.mktemp("e2e")

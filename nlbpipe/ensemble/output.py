@@ -18,7 +18,6 @@ from .build import EnsembleResult, ensemble_rates
 from .selection import Selection
 
 
-
 def _selection_json(sel: Selection | None, library: list[Checkpoint]) -> dict | None:
     if sel is None:
         return None

@@ -28,6 +28,7 @@ in member order (:func:`weighted_mean_rates`), so the test rates written here an
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 

@@ -7,7 +7,6 @@ plain state_dict plus its config; the state_dict's ``dims`` buffer carries the d
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

@@ -24,6 +24,7 @@ from ..errors import NlbpipeError
 from .config import ModelConfig
 from .kernels import attention, drop, dropout, flash_attn_func, scaled_linear
 
+
 class ModelError(NlbpipeError, ValueError):
     """A model that cannot be built for this data; names the key at fault."""
 
