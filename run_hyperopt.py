@@ -13,6 +13,7 @@ trial_<id>/run/ per trial holding its kept checkpoints).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -24,27 +25,30 @@ from nlbpipe.ranking import rank_experiment, top
 from nlbpipe.search import METRIC_MODES, SCHEDULERS, SearchOptions, read_setup, run_search, summarize
 from nlbpipe.settings import get_settings
 
+# The flags' defaults are SearchOptions' (one source); the help text shows them.
+_D = {f.name: f.default for f in dataclasses.fields(SearchOptions)}
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", metavar="DATASET", help="dataset key: mc_maze, mc_maze_20, mc_maze_small, ...")
-    p.add_argument("--samples", type=int, default=100, help="trials in the whole search (default %(default)s)")
-    p.add_argument("--seed", type=int, default=42, help="searcher seed (default %(default)s)")
+    p.add_argument("--samples", type=int, default=_D["samples"], help="trials in the whole search (default %(default)s)")
+    p.add_argument("--seed", type=int, default=_D["seed"], help="searcher seed (default %(default)s)")
     p.add_argument("--name", default=None, help="experiment name (default <dataset>_hyperopt)")
     p.add_argument("--config", type=Path, default=None,
                    help="run config (default CONFIG_DIR/<dataset>.yaml; its search space is <config>.search.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a run-config key for every trial, e.g. --set train.max_updates=20000 (repeatable)")
-    p.add_argument("--metric", default="val_co_bps", choices=sorted(METRIC_MODES),
+    p.add_argument("--metric", default=_D["metric"], choices=sorted(METRIC_MODES),
                    help="trial objective: val_co_bps is maximised, the losses minimised (default %(default)s)")
-    p.add_argument("--scheduler", default="fifo", choices=SCHEDULERS, help="trial scheduler (default %(default)s)")
+    p.add_argument("--scheduler", default=_D["scheduler"], choices=SCHEDULERS, help="trial scheduler (default %(default)s)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="default 0.5 if the cluster has GPUs, else 0")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="default %(default)s")
+    p.add_argument("--cpus-per-trial", type=float, default=_D["cpus_per_trial"], help="default %(default)s")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
-    p.add_argument("--n-initial-points", type=int, default=10, help="random trials before the GP (default %(default)s)")
-    p.add_argument("--acq-func", default="gp_hedge", choices=["gp_hedge", "EI", "PI", "LCB"],
+    p.add_argument("--n-initial-points", type=int, default=_D["n_initial_points"], help="random trials before the GP (default %(default)s)")
+    p.add_argument("--acq-func", default=_D["acq_func"], choices=["gp_hedge", "EI", "PI", "LCB"],
                    help="skopt acquisition function (default %(default)s)")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial (default %(default)s)")
+    p.add_argument("--max-failures", type=int, default=_D["max_failures"], help="retries of a crashed trial (default %(default)s)")
     p.add_argument("--address", default=None, help="join a running Ray cluster (e.g. auto or HEAD_IP:6379)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")

@@ -12,13 +12,13 @@ Rate arithmetic (``weighted_mean_rates``) lives with the rates files in ``nlbpip
 from ..errors import EnsembleError
 from ..ranking import Checkpoint, find_experiment, read_checkpoints_csv, with_rates
 from ..rates import weighted_mean_rates
-from .build import EnsembleResult, build_ensemble, build_library, data_dirs, ensemble_rates, val_targets
+from .build import MAX_MODELS, EnsembleResult, build_ensemble, build_library, data_dirs, ensemble_rates, val_targets
 from .output import ensemble_record, plot_curve, stderr_log, summary_lines, write_ensemble
-from .selection import METHODS, Selection, SelectionResult, choose, fold_masks, select
+from .selection import METHODS, SELECT_DEFAULTS, Selection, SelectionResult, choose, fold_masks, select
 from .statistics import HeldoutScorer, log_rates
 
 __all__ = [
-    "METHODS", "Checkpoint", "EnsembleError", "EnsembleResult", "HeldoutScorer", "Selection", "SelectionResult",
+    "MAX_MODELS", "METHODS", "SELECT_DEFAULTS", "Checkpoint", "EnsembleError", "EnsembleResult", "HeldoutScorer", "Selection", "SelectionResult",
     "build_ensemble", "build_library", "choose", "data_dirs", "ensemble_rates", "ensemble_record",
     "find_experiment", "fold_masks", "log_rates", "plot_curve", "read_checkpoints_csv", "select", "stderr_log",
     "summary_lines", "val_targets", "weighted_mean_rates", "with_rates", "write_ensemble",

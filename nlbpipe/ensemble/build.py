@@ -15,7 +15,7 @@ from ..errors import EnsembleError
 from ..ranking import Checkpoint, read_checkpoints_csv, with_rates
 from ..rates import read_rate_tensor, weighted_mean_rates
 from ..tensors import read_targets_file
-from .selection import Selection, choose, select
+from .selection import SELECT_DEFAULTS, Selection, choose, select
 from .statistics import HeldoutScorer
 
 
@@ -56,22 +56,25 @@ def build_library(
     return library, scorer
 
 
+MAX_MODELS = 50  # the library: the top M checkpoints by val co-bps
+
+
 def build_ensemble(
-    experiment_dir: str | os.PathLike,
-    spikes_heldout: np.ndarray,
-    method: str = "both",
-    size: int | str = "auto",
-    max_models: int = 50,
-    greedy_max_size: int = 30,
-    n_init: int = 3,
-    folds: int = 5,
-    seed: int = 0,
-    log=None,
+    experiment_dir: str | os.PathLike, spikes_heldout: np.ndarray, max_models: int = MAX_MODELS, log=None, **options
 ) -> EnsembleResult:
-    """Rank, score and select; no files are written (see :func:`write_ensemble`)."""
+    """Rank, score and select; no files are written (see :func:`write_ensemble`).
+
+    ``options`` are :func:`select`'s (method, size, greedy_max_size, n_init, folds, seed); its
+    defaults are the only ones (``SELECT_DEFAULTS``).
+    """
+    unknown = sorted(set(options) - set(SELECT_DEFAULTS))
+    if unknown:
+        raise TypeError(f"build_ensemble() got unknown option(s) {', '.join(unknown)}")
+    opts = {**SELECT_DEFAULTS, **options}
+    method, n_init, folds, seed = opts["method"], opts["n_init"], opts["folds"], opts["seed"]
     experiment_dir = Path(experiment_dir).absolute()
     library, scorer = build_library(experiment_dir, spikes_heldout, max_models, log)
-    found = select(scorer, method, size, greedy_max_size=greedy_max_size, n_init=n_init, folds=folds, seed=seed)
+    found = select(scorer, **opts)
     if log:
         for ckpt, score in zip(library, found.singles):
             if abs(score - ckpt.val_co_bps) > 1e-3:

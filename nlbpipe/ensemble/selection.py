@@ -5,6 +5,7 @@ See :mod:`nlbpipe.ensemble.statistics` for why scoring a candidate ensemble is c
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
@@ -128,6 +129,11 @@ def select(
             "greedy", picks[:n_picks], K, float(path[best]), float(cv_path[best]) if cv_path is not None else float("nan")
         )
     return SelectionResult(topn, greedy, curve, singles, path, cv_path)
+
+
+# the selection options and their defaults, stated once (select's signature); the CLI shows these
+SELECT_DEFAULTS = {name: p.default for name, p in inspect.signature(select).parameters.items()
+                   if p.default is not inspect.Parameter.empty}
 
 
 def _nanmean(values) -> float:
