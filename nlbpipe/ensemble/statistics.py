@@ -98,14 +98,13 @@ class HeldoutScorer:
         """co-bps of ``sum_k weights[k] * rates_k`` (weights need not sum to one)."""
         R, tot = self.matrices()
         w = np.asarray(weights, dtype=np.float64)
-        mix = w @ R
-        mix = np.where(mix == 0, _MIN_RATE, mix)
+        log_mix = log_rates(w @ R)
         if trials is None:
-            ll = self.s @ np.log(mix) - (w @ tot).sum()
+            ll = self.s @ log_mix - (w @ tot).sum()
         else:
             mask = np.asarray(trials, bool)
             sel = mask[self.trial_of]
-            ll = self.s[sel] @ np.log(mix[sel]) - (w @ tot[:, mask]).sum()
+            ll = self.s[sel] @ log_mix[sel] - (w @ tot[:, mask]).sum()
         null, nsp = self.null_part(trials)
         return _bits(null, ll, nsp)
 
@@ -118,6 +117,7 @@ def _bits(null_nll: float, loglik, n_spikes: float):
 
 
 def log_rates(R: np.ndarray) -> np.ndarray:
+    """log of rates as nlb_tools takes it: zero rates count as 1e-9 (the one place this is done)."""
     return np.log(np.where(R == 0, _MIN_RATE, R))
 
 
@@ -138,8 +138,7 @@ class _Subset:
         """Exact (float64) co-bps of the pick-count-weighted mean."""
         n = counts.sum()
         mix = (counts @ self.R) / n
-        mix = np.where(mix == 0, _MIN_RATE, mix)
-        return float(_bits(self.null, self.s @ np.log(mix) - (counts @ self.tot) / n, self.nsp))
+        return float(_bits(self.null, self.s @ log_rates(mix) - (counts @ self.tot) / n, self.nsp))
 
     def topn_curve(self, order_len: int) -> np.ndarray:
         """co-bps of the mean of the first N rows, N = 1..order_len."""
@@ -150,8 +149,7 @@ class _Subset:
             csum += self.R[n - 1]
             ctot += self.tot[n - 1]
             mix = csum / n
-            mix = np.where(mix == 0, _MIN_RATE, mix)
-            out[n - 1] = _bits(self.null, self.s @ np.log(mix) - ctot / n, self.nsp)
+            out[n - 1] = _bits(self.null, self.s @ log_rates(mix) - ctot / n, self.nsp)
         return out
 
     def greedy_path(self, n_init: int, max_size: int, batch: int | None = 8) -> list[int]:
