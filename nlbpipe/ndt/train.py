@@ -12,11 +12,9 @@ at validation, which is where losses are read, checkpoints kept and progress rep
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +24,7 @@ import numpy as np
 import torch
 
 from .. import contracts
-from ..cli import run_reporting_errors
-from ..config import RunConfig, load_config, save_config
+from ..config import RunConfig, save_config
 from ..contracts import CHECKPOINT_KINDS, LAST_DIR, RATES_TEST, RATES_VAL, RUN_CONFIG
 from ..errors import NlbpipeError
 from ..scoring import co_bps_torch
@@ -378,31 +375,3 @@ def train(config: RunConfig, run_dir: Path, *, report: Callable[[dict, Path | No
     _write_rates(kept, tensors, test_tensors)
     folders.write_status(run_dir, status, run.step, best, message)
     return RunResult(status, run.step, best, kept)
-
-
-# ------------------------------------------------------------------------------------------ CLI
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nlbpipe.train", description="Train one NDT from a run config.")
-    parser.add_argument("config", type=Path, help="run config YAML (docs/architecture.md)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set train.lr=1e-3 (repeatable)")
-    parser.add_argument("--run-dir", type=Path, default=None, help="run directory (default: runs/<config name>)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    return run_reporting_errors(lambda: train_from_args(args))
-
-
-def train_from_args(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
-    run_dir = args.run_dir or Path("runs") / args.config.stem
-    result = train(cfg, run_dir)
-    print(f"{result.status} at update {result.step}: " +
-          ", ".join(f"{k}={v:.4f}" for k, v in result.best.items() if k.startswith("val_")))
-    for kind, path in result.checkpoints.items():
-        print(f"  {kind}: {path}")
-    return 1 if result.status == contracts.DIVERGED else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
