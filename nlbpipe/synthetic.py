@@ -393,15 +393,33 @@ def _condition_states(model: _Model, rng, n_conds: int):
     return prep, move
 
 
+def standin_counts(info: DatasetInfo, scale: float) -> tuple[int, int, int]:
+    """Train / val / test trials of a stand-in at ``scale``: the registry's counts at scale 1."""
+    min_eval = 16 if info.name == "dmfc_rsg" else 3  # 2 per dmfc tp-correlation group
+    return (_scaled(info.n_train, scale, max(6, min_eval)), _scaled(info.n_val, scale, min_eval),
+            _scaled(info.n_test, scale, min_eval))
+
+
+def standin_scale(path: Path) -> float | None:
+    """The ``--scale`` a stand-in NWB was written at (from its session_description); None if real."""
+    import re
+
+    try:
+        with h5py.File(path, "r") as f:
+            desc = f["session_description"][()]
+    except (OSError, KeyError):
+        return None
+    desc = desc.decode("utf-8", "replace") if isinstance(desc, bytes) else str(desc)
+    found = re.search(r"scale ([0-9.eE+-]+)", desc) if SYNTHETIC_MARK in desc else None
+    return float(found.group(1)) if found else None
+
+
 def _simulate(info: DatasetInfo, seed: int, scale: float):
     """Build the model and the train/val and test recordings of one dataset."""
     ss = np.random.SeedSequence([seed, sorted(DATASETS).index(info.name)])
     rng = np.random.default_rng(ss)
     model = _Model(rng, info.n_neurons)
-    min_eval = 16 if info.name == "dmfc_rsg" else 3  # 2 per dmfc tp-correlation group
-    n_train = _scaled(info.n_train, scale, max(6, min_eval))
-    n_val = _scaled(info.n_val, scale, min_eval)
-    n_test = _scaled(info.n_test, scale, min_eval)
+    n_train, n_val, n_test = standin_counts(info, scale)
     trval_split = np.array(["train"] * n_train + ["val"] * n_val, dtype=object)
     trval_split = rng.permutation(trval_split)
     test_split = np.array(["test"] * n_test, dtype=object)
@@ -568,10 +586,11 @@ def _phase_truth(ds, name: str, phase: str) -> dict:
 def _targets_and_truth(hidden_path: Path, info: DatasetInfo, model: _Model, full: _Session):
     """Hidden test targets and ground-truth rate tensors, for both bin sizes, via nlb_tools."""
     from nlb_tools.make_tensors import PARAMS, make_eval_target_tensors
-    from nlb_tools.nwb_interface import NWBDataset
+
+    from .nwbload import open_nwb_dataset
 
     name = info.name
-    ds = NWBDataset(str(hidden_path))
+    ds = open_nwb_dataset(hidden_path)
     truth = _truth_1ms(model, full.latents)
     n_in = info.n_heldin
     ds.add_continuous_data(truth[:, :n_in], "truth_spikes", chan_names=ds.data["spikes"].columns)
