@@ -8,7 +8,10 @@ What is written for a dataset, under ``<root>/<dandiset>/sub-<subject>/`` (the D
 
 * the train NWB (train + val trials, held-in and held-out units, behaviour) and the test NWB
   (test trials, held-in units only), carrying every field nlb_tools' ``make_tensors.PARAMS``
-  reads for that dataset;
+  reads for that dataset, with the registry's unit and (at scale 1) trial counts; the maze
+  datasets in the DANDI layout of trial segments (one ``obs_intervals`` row per unit and trial,
+  behaviour timestamps only inside trials, unrecorded time between trials), mc_rtt and area2_bump
+  as continuous recordings;
 * ``eval_data_test.h5``: the hidden test targets in the format of nlb_tools' ``eval_data_test.h5``
   (one group per dataset key, 5 and 20 ms), made by nlb_tools' own ``make_eval_target_tensors``
   from a private file that still holds the test trials' held-out units;

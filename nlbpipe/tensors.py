@@ -10,6 +10,10 @@ benchmark's.
 Phases: ``val`` trains on the train split and evaluates on val (targets known, built here);
 ``test`` trains on train+val and evaluates on test (held-out targets hidden; a synthetic
 stand-in keeps them in ``eval_data_test.h5`` beside the test NWB).
+
+Checks: before a build, the files' units and trials against the registry (``check_registry``: a
+dataset's files under another's name fail in one line); after it, the trials in each tensor against
+the files' own trials tables (``check_tensor_trials``: a lost trial is an error, never a silent drop).
 """
 
 from __future__ import annotations
