@@ -26,6 +26,12 @@ def check_phase(phase: str) -> None:
         raise UnknownPhaseError(f"phase must be one of {PHASES}, got {phase!r}")
 
 
+# ------------------------------------------------------------------------------ cached tensors
+# The val split's held-out spikes as nlb_tools' eval *targets* hold them: what NLB scores co-bps on.
+# For dmfc_rsg they are NaN outside set..go (the input tensor covers -1500..0 ms before go); for the
+# other datasets they equal eval_spikes_heldout.
+SCORED_KEY = "eval_target_spikes_heldout"
+
 # ------------------------------------------------------------------------------ raw data files
 EVAL_TARGETS_NAME = "eval_data_test.h5"  # hidden test targets beside a synthetic test NWB
 TRUE_RATES_NAME = "true_rates.h5"  # ground-truth rates beside a synthetic test NWB
