@@ -4,7 +4,7 @@
     python run_hyperopt.py mc_maze                      # 100 trials, seed 42
     python run_hyperopt.py mc_maze --resume             # after Ctrl-C, a lost screen or a crash
     python run_hyperopt.py mc_maze --rank-only          # (re)write checkpoints.csv now
-    python run_hyperopt.py mc_maze_small --samples 6 --max-concurrent 2 --set train.max_updates=200
+    python run_hyperopt.py mc_maze_small --samples 6 --max-concurrent 2 --set train.max_passes=100
 
 Results: $RAY_TUNE_HOME/<dataset_key>/<name>/ (checkpoints.csv, search_progress.png, one
 trial_<id>/run/ per trial holding its kept checkpoints).
@@ -38,7 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, default=None,
                    help="run config (default CONFIG_DIR/<dataset>.yaml; its search space is <config>.search.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="fix a run-config key for every trial, e.g. --set train.max_updates=20000 (repeatable)")
+                   help="fix a run-config key for every trial, e.g. --set train.max_passes=10000 (repeatable)")
     p.add_argument("--metric", default=_D["metric"], choices=sorted(METRIC_MODES),
                    help="trial objective: val_co_bps is maximised, the losses minimised (default %(default)s)")
     p.add_argument("--scheduler", default=_D["scheduler"], choices=SCHEDULERS, help="trial scheduler (default %(default)s)")

@@ -6,7 +6,7 @@ in a loop, once through ``run_hyperopt.py`` (Ray start, skopt suggestions, Tune 
 checkpoints, one trial at a time so the two are comparable), with the same training budget.
 The ranking step is excluded (timed separately). Prints the figures; the last line is JSON.
 
-    python benchmarks/search_overhead.py [--trials 6] [--updates 100] [--dataset mc_maze_small]
+    python benchmarks/search_overhead.py [--trials 6] [--passes 50] [--dataset mc_maze_small]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=6)
-    p.add_argument("--updates", type=int, default=100)
+    p.add_argument("--passes", type=int, default=50, help="passes over the train trials per trial")
     p.add_argument("--dataset", default="mc_maze_small")
     p.add_argument("--scale", type=float, default=0.3, help="synthetic dataset scale")
     p.add_argument("--keep", action="store_true", help="keep the temporary NLB_HOME")
@@ -50,7 +50,7 @@ def main() -> int:
     load_tensors(args.dataset, "val", s.synthetic_raw, s.cache_dir)  # warm the cache for both arms
     load_eval_targets(args.dataset, "val", s.synthetic_raw, s.cache_dir)
     generate([args.dataset], s.config_dir, s.synthetic_raw, s.cache_dir)
-    sets = [f"train.max_updates={args.updates}", "train.val_interval=20", "train.num_threads=1"]
+    sets = [f"train.max_passes={args.passes}", "train.val_interval_passes=10", "train.num_threads=1"]
 
     # Direct: the same number of trainings, hyperparameters drawn from the same space.
     cfg = load_config(s.config_dir / f"{args.dataset}.yaml", sets)
@@ -83,14 +83,14 @@ def main() -> int:
     rank = time.perf_counter() - t0
     search = total - rank  # the search command ranks at its end too; take that share out
     per_trial = (search - direct) / args.trials
-    print(f"direct: {direct:.1f} s for {args.trials} trainings of {args.updates} updates")
+    print(f"direct: {direct:.1f} s for {args.trials} trainings of {args.passes} passes")
     print(f"run_hyperopt: {search:.1f} s (+ {rank:.1f} s ranking {args.trials} trials' checkpoints)")
     print(f"overhead: {per_trial:.2f} s per trial (Ray start included, amortised over {args.trials} trials)")
     if not args.keep:
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)
-    print(json.dumps({"benchmark": "search_overhead", "trials": args.trials, "updates": args.updates,
+    print(json.dumps({"benchmark": "search_overhead", "trials": args.trials, "passes": args.passes,
                       "direct_s": round(direct, 2), "search_s": round(search, 2), "ranking_s": round(rank, 2),
                       "overhead_s_per_trial": round(per_trial, 2)}))
     return 0

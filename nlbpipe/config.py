@@ -41,19 +41,25 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 1.0e-3
     weight_decay: float = 5.0e-5
-    warmup_updates: int = 500
+    # Training length counts passes over the training trials, as the 2021 NDT's "updates" did (one
+    # pass = ceil(train trials / batch_size) optimizer steps), so a value means the same at any batch
+    # size. Defaults: the 2021 NDT's own (src/config/default.py), validation every 10 passes.
+    warmup_passes: int = 1000
     lr_schedule: str = "cosine"
     grad_clip: float = 200.0
-    max_updates: int = 5000
-    val_interval: int = 20
-    patience: int = 500
+    max_passes: int = 10000
+    val_interval_passes: int = 10
+    patience_passes: int = 750
+    early_stop: str = "masked_loss"  # the val metric(s) patience watches: masked_loss | co_bps | both
     mask_ratio: float = 0.25
     mask_mode: str = "timestep"
     mask_token_ratio: float = 0.8
     mask_random_ratio: float = 0.5
     mask_max_span: int = 1
-    mask_span_ramp_start: int = 0
-    mask_span_ramp_end: int = 0
+    # spans (width drawn per batch from 1..mask_max_span) are used with a probability ramped from 0 at
+    # the start to 1 at the end; start == end switches them on at once
+    mask_span_ramp_start_passes: int = 0
+    mask_span_ramp_end_passes: int = 0
     # Added beyond the architecture contract (all default to "no change in behaviour"):
     num_threads: int = 0  # torch intra-op threads on CPU; 0 = leave torch's default
     # Gradient accumulation: a batch is run in chunks of this many trials (0 = whole batch); the
@@ -73,6 +79,22 @@ class RunConfig:
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
+# Keys that counted minibatch steps before training length was counted in passes: refused by name,
+# so an old config cannot silently train 5-27x longer or shorter than it used to.
+_RENAMED = {
+    "train.max_updates": "train.max_passes",
+    "train.warmup_updates": "train.warmup_passes",
+    "train.patience": "train.patience_passes",
+    "train.val_interval": "train.val_interval_passes",
+    "train.mask_span_ramp_start": "train.mask_span_ramp_start_passes",
+    "train.mask_span_ramp_end": "train.mask_span_ramp_end_passes",
+}
+
+
+def renamed_key_error(dotted: str, source: str) -> ConfigError:
+    return ConfigError(dotted, source, f"renamed to {_RENAMED[dotted]}: training length now counts passes over "
+                                       "the training trials, not minibatch steps (convert: steps x batch_size / train trials)")
+
 # Allowed values and ranges, checked after types; each is (predicate, description).
 _CHOICES = {
     "model.activation": ("relu", "gelu"),
@@ -80,7 +102,8 @@ _CHOICES = {
     "model.position": ("learned", "sinusoidal"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.lr_schedule": ("cosine", "constant"),
-    "train.mask_mode": ("timestep", "neuron"),
+    "train.mask_mode": ("timestep", "neuron", "full"),
+    "train.early_stop": ("masked_loss", "co_bps", "both"),
 }
 _RANGES = {
     "model.num_layers": (lambda v: v >= 1, "must be >= 1"),
@@ -98,17 +121,17 @@ _RANGES = {
     "train.micro_batch_size": (lambda v: v >= 0, "must be >= 1, or 0 for the whole batch"),
     "train.lr": (lambda v: v > 0, "must be > 0"),
     "train.weight_decay": (lambda v: v >= 0, "must be >= 0"),
-    "train.warmup_updates": (lambda v: v >= 0, "must be >= 0"),
+    "train.warmup_passes": (lambda v: v >= 0, "must be >= 0"),
     "train.grad_clip": (lambda v: v > 0, "must be > 0"),
-    "train.max_updates": (lambda v: v >= 1, "must be >= 1"),
-    "train.val_interval": (lambda v: v >= 1, "must be >= 1"),
-    "train.patience": (lambda v: v == -1 or v >= 1, "must be >= 1, or -1 for never"),
+    "train.max_passes": (lambda v: v >= 1, "must be >= 1"),
+    "train.val_interval_passes": (lambda v: v >= 1, "must be >= 1"),
+    "train.patience_passes": (lambda v: v == -1 or v >= 1, "must be >= 1, or -1 for never"),
     "train.mask_ratio": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     "train.mask_token_ratio": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     "train.mask_random_ratio": (lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     "train.mask_max_span": (lambda v: v >= 1, "must be >= 1"),
-    "train.mask_span_ramp_start": (lambda v: v >= 0, "must be >= 0"),
-    "train.mask_span_ramp_end": (lambda v: v >= 0, "must be >= 0"),
+    "train.mask_span_ramp_start_passes": (lambda v: v >= 0, "must be >= 0"),
+    "train.mask_span_ramp_end_passes": (lambda v: v >= 0, "must be >= 0"),
     "train.num_threads": (lambda v: v >= 0, "must be >= 0 (0 = torch default)"),
 }
 
@@ -153,9 +176,10 @@ def _check(key: str, value: Any, source: str) -> None:
 
 def _check_run(cfg: RunConfig, source: str) -> None:
     t = cfg.train
-    if t.mask_span_ramp_end < t.mask_span_ramp_start:
-        raise ConfigError("train.mask_span_ramp_end", source,
-                          f"{t.mask_span_ramp_end} is before train.mask_span_ramp_start ({t.mask_span_ramp_start})")
+    if t.mask_span_ramp_end_passes < t.mask_span_ramp_start_passes:
+        raise ConfigError("train.mask_span_ramp_end_passes", source,
+                          f"{t.mask_span_ramp_end_passes} is before train.mask_span_ramp_start_passes "
+                          f"({t.mask_span_ramp_start_passes})")
 
 
 def config_from_dict(d: Mapping, source: str = "<dict>") -> RunConfig:
@@ -176,6 +200,8 @@ def config_from_dict(d: Mapping, source: str = "<dict>") -> RunConfig:
         values = {}
         for key, value in given.items():
             dotted = f"{name}.{key}"
+            if dotted in _RENAMED:
+                raise renamed_key_error(dotted, source)
             if key not in types:
                 raise ConfigError(dotted, source, f"unknown key (known: {', '.join(types)})")
             value = _coerce(value, types[key], dotted, source)
@@ -210,6 +236,8 @@ def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any] | Sequence[str]
         if len(parts) != 2 or parts[0] not in _SECTIONS:
             raise ConfigError(key, source, "expected section.key with section one of " + ", ".join(_SECTIONS))
         section, name = parts
+        if key in _RENAMED:
+            raise renamed_key_error(key, source)
         if name not in _field_types(_SECTIONS[section]):
             raise ConfigError(key, source, "unknown key")
         d[section][name] = value

@@ -41,22 +41,22 @@ class DemoSize:
     scale: float  # share of mc_maze_small's trials the synthetic stand-in writes
     samples: int  # trials of the Bayesian search
     concurrent: int
-    max_updates: int
-    val_interval: int
+    max_passes: int  # passes over the training trials per NDT
+    val_interval_passes: int
     initial_points: int
     max_models: int
 
 
 SIZES = {
-    "full": DemoSize(scale=1.0, samples=12, concurrent=2, max_updates=1000, val_interval=50, initial_points=5,
+    "full": DemoSize(scale=1.0, samples=12, concurrent=2, max_passes=200, val_interval_passes=10, initial_points=5,
                      max_models=36),
-    "tiny": DemoSize(scale=0.2, samples=4, concurrent=2, max_updates=60, val_interval=20, initial_points=2,
+    "tiny": DemoSize(scale=0.2, samples=4, concurrent=2, max_passes=60, val_interval_passes=20, initial_points=2,
                      max_models=12),
 }
 
 # Small, fast models for a CPU demo: fixed settings, on top of the generated config.
-DEMO_SETTINGS = {"model.num_layers": 2, "train.patience": -1,
-                 "train.mask_span_ramp_start": 0, "train.mask_span_ramp_end": 0}
+DEMO_SETTINGS = {"model.num_layers": 2, "train.patience_passes": -1,
+                 "train.mask_span_ramp_start_passes": 0, "train.mask_span_ramp_end_passes": 0}
 
 
 def _step(title: str) -> None:
@@ -75,9 +75,9 @@ def _run(script: str, *args: str, ok_codes=(0,)) -> int:
 def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
     """The generated config and search space, cut to the demo's budget.
 
-    Three template ranges assume a 30k-update budget and are scaled to the demo's: warm-up
-    (0-2000 updates) to a quarter of the budget; the learning rate to 1e-3-5e-3 (a run at 1e-5
-    learns nothing in a thousand updates); dropout to 0-0.3 (0.3-0.7 regularises a long run, but
+    Three template ranges assume the 2021 budget (50k passes) and are scaled to the demo's: warm-up
+    (0-2000 passes) to a quarter of the budget; the learning rate to 1e-3-5e-3 (a run at 1e-5
+    learns nothing in a few hundred passes); dropout to 0-0.3 (0.3-0.7 regularises a long run, but
     makes a short one underfit). Everything else searched keeps the template's range.
     """
     import yaml
@@ -86,12 +86,13 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
     from .fileio import write_text_atomic
     from .search_space import search_space_path
 
-    fixed = {**DEMO_SETTINGS, "train.max_updates": size.max_updates, "train.val_interval": size.val_interval}
+    fixed = {**DEMO_SETTINGS, "train.max_passes": size.max_passes, "train.val_interval_passes": size.val_interval_passes}
     cfg = apply_overrides(load_config(config), fixed, source="nlbpipe.demo")
     space = yaml.safe_load(search_space_path(config).read_text())
     for key in fixed:
         space.pop(key, None)
-    space["train.warmup_updates"] = {"sample_fn": "randint", "low": 0, "high": size.max_updates // 4 + 1}
+    space.pop("train.warmup_updates", None)
+    space["train.warmup_passes"] = {"sample_fn": "randint", "low": 0, "high": size.max_passes // 4 + 1}
     space["train.lr"] = {"sample_fn": "loguniform", "low": 1e-3, "high": 5e-3}
     for key in ("model.dropout", "model.dropout_rates", "model.dropout_embedding"):
         space[key] = {"sample_fn": "uniform", "low": 0.0, "high": 0.3}
@@ -118,7 +119,7 @@ def run_pipeline(size: DemoSize) -> dict[str, Path]:
         _run("generate_configs.py", DATASET, "--synthetic")
     demo_config = write_demo_config(config, settings.home / "demo" / "configs", size)
 
-    _step(f"3/5 Bayesian search: {size.samples} NDTs, {size.concurrent} at a time, {size.max_updates} updates each")
+    _step(f"3/5 Bayesian search: {size.samples} NDTs, {size.concurrent} at a time, {size.max_passes} passes each")
     search_args = [DATASET, "--name", EXPERIMENT, "--num-cpus", str(size.concurrent)]
     if (exp_dir / contracts.SEARCH_SETUP_JSON).exists():
         _run("run_hyperopt.py", *search_args, "--resume")
@@ -143,8 +144,9 @@ def run_pipeline(size: DemoSize) -> dict[str, Path]:
     return {"experiment": exp_dir, "ensemble": out_dir, "submission": submission, "test_targets": test_targets}
 
 
-def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, float]]]:
-    """(row, phase, metrics) for truth, smoothing, best single model, top-N and greedy ensembles."""
+def comparison_rows(paths: dict[str, Path], dataset: str = DATASET) -> list[tuple[str, str, dict[str, float]]]:
+    """(row, phase, metrics) for truth, smoothing, best single model, top-N and greedy ensembles
+    (``paths["ensemble"]``: build_ensemble.py's output folder; synthetic data of ``dataset``)."""
     from threadpoolctl import threadpool_limits
 
     from .baselines import smoothing_rates
@@ -171,10 +173,10 @@ def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, fl
     rows = []
     with threadpool_limits(1, "blas"):
         for phase in ("val", "test"):
-            targets = load_eval_targets(DATASET, phase, raw, cache)
+            targets = load_eval_targets(dataset, phase, raw, cache)
             candidates = {
-                "ground truth": true_rates(DATASET, phase, raw),
-                "smoothing baseline": smoothing_rates(DATASET, phase, raw, cache),
+                "ground truth": true_rates(dataset, phase, raw),
+                "smoothing baseline": smoothing_rates(dataset, phase, raw, cache),
                 "best single NDT": load_rates(best_dir / contracts.rates_filename(phase)),
                 f"top-N ensemble (N={(record.get('topn') or {}).get('size', '?')})": selection("topn", phase),
                 f"greedy ensemble ({len((record.get('greedy') or {}).get('members', []))} distinct)": selection(
@@ -182,7 +184,7 @@ def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, fl
             }
             for name, rates in candidates.items():
                 if rates is not None:
-                    rows.append((name, phase, evaluate_rates(DATASET, rates, targets)))
+                    rows.append((name, phase, evaluate_rates(dataset, rates, targets)))
     return rows
 
 

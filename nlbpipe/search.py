@@ -156,7 +156,7 @@ def run_trial(params: dict, *, base_config: dict, experiment_dir: str, metric: s
     result = train(cfg, run_dir, report=report)
     objective = result.best.get(metric, math.nan) if result.status != contracts.DIVERGED else math.nan
     final = {k: v for k, v in result.best.items() if not k.startswith("step")}
-    final.update({"step": result.step, metric: objective, "trial_status": result.status,
+    final.update({"step": result.step, "pass": result.passes, metric: objective, "trial_status": result.status,
                   "n_checkpoints": len(result.checkpoints)})
     tune.report(_plain(final))
 
@@ -258,9 +258,9 @@ def _scheduler(opts: SearchOptions, cfg: RunConfig):
         return FIFOScheduler()
     from ray.tune.schedulers import ASHAScheduler
 
-    max_t = cfg.train.max_updates
-    grace = max(cfg.train.val_interval, max_t // 8)
-    return ASHAScheduler(time_attr="step", max_t=max_t, grace_period=min(grace, max_t), reduction_factor=3)
+    max_t = cfg.train.max_passes
+    grace = max(cfg.train.val_interval_passes, max_t // 8)
+    return ASHAScheduler(time_attr="pass", max_t=max_t, grace_period=min(grace, max_t), reduction_factor=3)
 
 
 def _trainable(setup: dict, experiment_dir: Path, gpus: float, cpus: float, checkpoint_every_s: float):

@@ -41,8 +41,9 @@ def test_unknown_key_names_key_and_file(tmp_path):
     ("model", "pre_norm", "yes please", "expected bool"),
     ("model", "activation", "tanh", "not one of"),
     ("model", "dropout", 1.5, "[0, 1)"),
-    ("train", "patience", 0, ">= 1"),
-    ("train", "mask_mode", "full", "not one of"),
+    ("train", "patience_passes", 0, ">= 1"),
+    ("train", "mask_mode", "spans", "not one of"),
+    ("train", "early_stop", "val_loss", "not one of"),
 ])
 def test_bad_values_name_key_and_file(tmp_path, section, key, value, why):
     path = tmp_path / "bad.yaml"
@@ -83,12 +84,53 @@ def test_bad_overrides_name_the_key_and_flag(item, key):
 
 def test_save_load_round_trip(tmp_path):
     cfg = apply_overrides(RunConfig(), {"model.embedding": "count", "train.mask_max_span": 3,
-                                        "train.mask_span_ramp_end": 100, "data.raw_dir": "/data/raw"})
+                                        "train.mask_span_ramp_end_passes": 100, "train.mask_mode": "full", "train.early_stop": "both", "data.raw_dir": "/data/raw"})
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == cfg
     assert yaml.safe_load((tmp_path / "c.yaml").read_text()) == cfg.to_dict()
 
 
 def test_span_ramp_order_checked():
-    with pytest.raises(ConfigError, match="train.mask_span_ramp_end"):
-        config_from_dict({"train": {"mask_span_ramp_start": 100, "mask_span_ramp_end": 10}}, "r.yaml")
+    with pytest.raises(ConfigError, match="train.mask_span_ramp_end_passes"):
+        config_from_dict({"train": {"mask_span_ramp_start_passes": 100, "mask_span_ramp_end_passes": 10}}, "r.yaml")
+
+
+@pytest.mark.parametrize("old, new", [("max_updates", "max_passes"), ("warmup_updates", "warmup_passes"),
+                                      ("patience", "patience_passes"), ("val_interval", "val_interval_passes"),
+                                      ("mask_span_ramp_start", "mask_span_ramp_start_passes"),
+                                      ("mask_span_ramp_end", "mask_span_ramp_end_passes")])
+def test_step_counted_keys_are_refused_with_their_new_name(tmp_path, old, new):
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump({"train": {old: 100}}))
+    with pytest.raises(ConfigError, match=f"renamed to train.{new}") as err:
+        load_config(path)
+    assert f"train.{old}" in str(err.value) and str(path) in str(err.value)
+    with pytest.raises(ConfigError, match=f"train.{old}.*renamed to train.{new}"):
+        apply_overrides(RunConfig(), [f"train.{old}=100"])
+
+
+def test_a_templates_budget_and_patience_mean_the_same_passes_at_any_batch_size(tmp_path):
+    """The template's training length, run at batch 16 and at 64: the same passes over the trials,
+    a quarter of the optimizer steps. Budget and patience scaled down from the template by one factor,
+    then trained (lr so small nothing improves, so patience ends both runs)."""
+    from test_train import toy_tensors
+
+    from nlbpipe.configs import render_run_config
+    from nlbpipe.ndt.train import steps_per_pass, train
+
+    t = render_run_config("mc_maze_small", tmp_path, tmp_path).train
+    assert (t.max_passes, t.patience_passes, t.warmup_passes) == (50501, 2000, 2000)  # the 2021 config's
+    factor = 250
+    ran = {}
+    for batch in (16, 64):
+        cfg = apply_overrides(RunConfig(), {
+            "train.batch_size": batch, "train.max_passes": t.max_passes // factor,
+            "train.patience_passes": t.patience_passes // factor, "train.val_interval_passes": 2,
+            "train.warmup_passes": 0, "train.lr": 1e-12, "train.num_threads": 1, "model.num_layers": 1,
+            "model.hidden_size": 16})
+        tensors = toy_tensors(n_train=64, n_val=8)
+        ran[batch] = train(cfg, tmp_path / f"b{batch}", tensors=tensors)
+        assert ran[batch].step == ran[batch].passes * steps_per_pass(64, batch)
+    assert ran[16].status == ran[64].status == "early_stopped"
+    assert ran[16].passes == ran[64].passes == 2 + t.patience_passes // factor  # best at the first validation
+    assert ran[16].step == 4 * ran[64].step

@@ -16,8 +16,8 @@ from nlbpipe.tensors import SCORED_KEY, load_eval_targets, load_tensors
 
 
 def _config(**overrides) -> RunConfig:
-    base = {"train.batch_size": 16, "train.lr": 5e-3, "train.warmup_updates": 10, "train.max_updates": 40,
-            "train.val_interval": 20, "train.patience": -1, "train.num_threads": 1, "model.num_layers": 1,
+    base = {"train.batch_size": 16, "train.lr": 5e-3, "train.warmup_passes": 4, "train.max_passes": 14,
+            "train.val_interval_passes": 7, "train.patience_passes": -1, "train.num_threads": 1, "model.num_layers": 1,
             "model.hidden_size": 32, "model.dropout": 0.1, "model.dropout_rates": 0.1,
             "model.dropout_embedding": 0.1}
     base.update(overrides)

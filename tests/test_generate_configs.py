@@ -106,7 +106,7 @@ def test_base_template_states_only_what_differs_from_the_defaults(nlb_home):
             assert value != defaults[section][key], f"base.yaml repeats the default {section}.{key}={value!r}"
     assert generate_configs.main(["mc_maze_small"]) == 0
     cfg = load_config(nlb_home.config_dir / "mc_maze_small.yaml")
-    assert cfg.model.dropout == base["model"]["dropout"] and cfg.train.max_updates == base["train"]["max_updates"]
+    assert cfg.model.dropout == base["model"]["dropout"] and cfg.train.max_passes == base["train"]["max_passes"]
     assert cfg.model.num_layers == defaults["model"]["num_layers"]  # not in base.yaml: the dataclass default
 
 

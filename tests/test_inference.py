@@ -14,7 +14,7 @@ from nlbpipe.rates import RATE_KEYS, load_rates
 def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("inference") / "run"
     tensors = toy_tensors()
-    result = train(toy_config(**{"train.max_updates": 40, "model.context_backward": 4, "model.position": "sinusoidal"}),
+    result = train(toy_config(**{"train.max_passes": 14, "model.context_backward": 4, "model.position": "sinusoidal"}),
                    run_dir, tensors=tensors)
     return result, tensors
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nlbpipe.config import TrainConfig
-from nlbpipe.ndt.masking import Layout, current_span, mask_batch, model_input, poisson_loss, unmasked_loss_mask
+from nlbpipe.ndt.masking import (Layout, draw_span, mask_batch, model_input, poisson_loss, span_probability,
+                                 unmasked_loss_mask)
 
 LAYOUT = Layout(trial_bins=50, forward_bins=10, n_heldin=40, n_heldout=8)
 
@@ -72,11 +73,44 @@ def test_spans_mask_runs_of_bins():
     assert both / frac > 0.6
 
 
-def test_span_ramp():
-    c = cfg(mask_max_span=5, mask_span_ramp_start=100, mask_span_ramp_end=200)
-    assert [current_span(c, s) for s in (0, 99, 100, 150, 199, 200, 10_000)] == [1, 1, 1, 3, 4, 5, 5]
-    assert current_span(cfg(mask_max_span=3), 0) == 3  # no ramp: full span from the start
-    assert current_span(cfg(), 10) == 1
+def test_span_probability_ramps_over_passes():
+    c = cfg(mask_max_span=5, mask_span_ramp_start_passes=100, mask_span_ramp_end_passes=200)
+    assert [span_probability(c, p) for p in (0, 99.9, 100, 150, 200, 10_000)] == [0, 0, 0, 0.5, 1, 1]
+    assert span_probability(cfg(mask_max_span=3), 0) == 1  # no ramp: spans from the start
+    assert span_probability(cfg(), 10) == 0  # mask_max_span 1: never
+
+
+def test_span_width_drawn_per_batch_from_1_to_max():
+    c = cfg(mask_max_span=4)
+    gen = torch.Generator().manual_seed(0)
+    widths = [draw_span(c, 1.0, gen) for _ in range(4000)]
+    assert set(widths) == {1, 2, 3, 4}
+    assert all(abs(widths.count(w) / 4000 - 0.25) < 0.03 for w in (1, 2, 3, 4))  # uniform over 1..max
+    half = [draw_span(c, 0.5, gen) for _ in range(4000)]
+    # half the batches single bins, the other half uniform over 1..4 (a quarter of those also 1)
+    assert abs(half.count(1) / 4000 - (0.5 + 0.5 / 4)) < 0.03 and abs(half.count(4) / 4000 - 0.125) < 0.02
+    assert all(draw_span(c, 0.0, gen) == 1 for _ in range(100))
+
+
+def test_full_mode_masks_single_tokens():
+    x, loss_mask = run_mask(cfg(mask_mode="full", mask_ratio=0.25))
+    T, Nh = LAYOUT.trial_bins, LAYOUT.n_heldin
+    masked = loss_mask[:, :T, :Nh].float()
+    assert abs(masked.mean().item() - 0.25) < 0.02
+    # tokens, not bins or channels: neither the neurons of a bin nor the bins of a neuron agree
+    assert not (masked == masked[:, :, :1]).all() and not (masked == masked[:, :1, :]).all()
+    # independent per token: two neurons of one bin are both masked about ratio^2 of the time
+    assert abs((masked[:, :, 0] * masked[:, :, 1]).mean().item() - 0.25 ** 2) < 0.02
+    assert loss_mask[:, T:, :].all() and loss_mask[:, :T, Nh:].all()  # hidden tokens always in the loss
+
+
+def test_full_mode_spans_run_along_time_per_neuron():
+    _, loss_mask = run_mask(cfg(mask_mode="full", mask_ratio=0.3, mask_max_span=4), span=4, b=128)
+    m = loss_mask[:, : LAYOUT.trial_bins, : LAYOUT.n_heldin].float()
+    frac = m.mean().item()
+    assert 0.2 < frac < 0.3
+    assert (m[:, 1:] * m[:, :-1]).mean().item() / frac > 0.6  # runs in time
+    assert abs((m[:, :, 0] * m[:, :, 1]).mean().item() - frac ** 2) < 0.02  # independent across neurons
 
 
 def test_masks_are_reproducible_from_the_generator():

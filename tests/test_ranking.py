@@ -25,7 +25,7 @@ def trained_run(small_synthetic, tmp_path_factory):
     cfg = apply_overrides(config_from_dict({}), {
         "data.dataset": small_synthetic.dataset_key, "data.raw_dir": str(small_synthetic.raw_dir),
         "data.cache_dir": str(small_synthetic.cache_dir), "model.num_layers": 1, "model.hidden_size": 16,
-        "train.max_updates": 30, "train.val_interval": 10, "train.batch_size": 8, "train.warmup_updates": 5,
+        "train.max_passes": 15, "train.val_interval_passes": 5, "train.batch_size": 8, "train.warmup_passes": 3,
         "train.num_threads": 1})
     run_dir = tmp_path_factory.mktemp("ranking") / "run"
     result = train(cfg, run_dir)

@@ -23,7 +23,7 @@ import pytest
 from nlbpipe.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--set", "train.max_updates=20", "--set", "train.val_interval=10", "--set", "model.num_layers=1",
+TINY = ["--set", "train.max_passes=10", "--set", "train.val_interval_passes=5", "--set", "model.num_layers=1",
         "--set", "model.hidden_size=16", "--set", "train.batch_size=8", "--set", "train.num_threads=1"]
 FINAL = {"completed", "early_stopped", "diverged"}
 
@@ -97,7 +97,7 @@ def test_search_ranks_every_kept_checkpoint_of_distinct_trials(configured):
     # the table's hyperparameters are the ones each trial trained with
     for _, row in table.iterrows():
         cfg = load_config(exp_dir / row["checkpoint_dir"] / "config.yaml")
-        assert cfg.train.lr == pytest.approx(row["hp/train.lr"]) and cfg.train.max_updates == 20
+        assert cfg.train.lr == pytest.approx(row["hp/train.lr"]) and cfg.train.max_passes == 10
         assert cfg.model.context_forward == row["hp/model.context_forward"]
     assert (exp_dir / "search_progress.png").stat().st_size > 1000
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nlbpipe.config import RunConfig, apply_overrides, save_config
-from nlbpipe.ndt.train import CHECKPOINT_KINDS, TrainError, learning_rate, train
+from nlbpipe.ndt.train import CHECKPOINT_KINDS, TrainError, _Run, learning_rate, train
 from nlbpipe.train import main
 
 
@@ -32,24 +32,26 @@ def toy_tensors(n_train=40, n_val=16, T=30, F=6, Nh=12, No=5, seed=0):
 
 
 def toy_config(**overrides) -> RunConfig:
-    base = {"train.batch_size": 16, "train.lr": 5e-3, "train.warmup_updates": 20, "train.max_updates": 60,
-            "train.val_interval": 20, "train.patience": -1, "train.num_threads": 1, "model.num_layers": 2,
+    # 40 train trials at batch 16: 3 steps a pass
+    base = {"train.batch_size": 16, "train.lr": 5e-3, "train.warmup_passes": 7, "train.max_passes": 20,
+            "train.val_interval_passes": 10, "train.patience_passes": -1, "train.num_threads": 1, "model.num_layers": 2,
             "model.dropout": 0.1, "model.dropout_rates": 0.1, "model.dropout_embedding": 0.1}
     base.update(overrides)
     return apply_overrides(RunConfig(), base)
 
 
 def test_a_few_hundred_updates_learn(tmp_path):
-    cfg = toy_config(**{"train.max_updates": 240, "train.val_interval": 40})
+    cfg = toy_config(**{"train.max_passes": 80, "train.val_interval_passes": 16})
     seen = []
     result = train(cfg, tmp_path / "run", tensors=toy_tensors(), report=lambda m, p: seen.append((m, p)))
-    assert result.status == "completed" and result.step == 240
+    assert result.status == "completed" and result.step == 240 and result.passes == 80
     first, last = seen[0][0], seen[-1][0]
     assert last["val_masked_loss"] < first["val_masked_loss"]
     assert last["val_unmasked_loss"] < first["val_unmasked_loss"]
     assert result.best["val_co_bps"] > 0.05
-    assert [m["step"] for m, _ in seen] == [40, 80, 120, 160, 200, 240]
-    for key in ("step", "train_loss", "val_masked_loss", "val_unmasked_loss", "val_co_bps", "lr",
+    assert [m["pass"] for m, _ in seen] == [16, 32, 48, 64, 80]
+    assert [m["step"] for m, _ in seen] == [48, 96, 144, 192, 240]
+    for key in ("step", "pass", "train_loss", "val_masked_loss", "val_unmasked_loss", "val_co_bps", "lr",
                 "best_val_masked_loss", "best_val_unmasked_loss", "best_val_co_bps"):
         assert key in last
     assert all(p == tmp_path / "run" / "last" and (p / "model.pt").is_file() for _, p in seen)
@@ -70,9 +72,9 @@ def test_run_directory_layout(tmp_path):
         state = torch.load(folder / "model.pt", weights_only=True)
         assert all(isinstance(v, torch.Tensor) for v in state.values())
     rows = list(csv.DictReader((run_dir / "progress.csv").open()))
-    assert [int(r["step"]) for r in rows] == [20, 40, 60]
+    assert [int(r["pass"]) for r in rows] == [10, 20] and [int(r["step"]) for r in rows] == [30, 60]
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["status"] == "completed" and status["step"] == 60
+    assert status["status"] == "completed" and status["step"] == 60 and status["passes"] == 20
     assert (run_dir / "config.yaml").is_file() and (run_dir / "last" / "state.pt").is_file()
     best = json.loads((run_dir / "checkpoints" / "best_co_bps" / "metrics.json").read_text())
     assert best["val_co_bps"] == max(float(r["val_co_bps"]) for r in rows)
@@ -82,7 +84,7 @@ def test_test_rates_written_when_test_tensors_given(tmp_path):
     val = toy_tensors()
     test = {k: v for k, v in toy_tensors(n_train=56, n_val=10, seed=3).items()
             if k.startswith("train_") or k == "eval_spikes_heldin"}
-    result = train(toy_config(**{"train.max_updates": 20}), tmp_path / "run", tensors=val, test_tensors=test)
+    result = train(toy_config(**{"train.max_passes": 7}), tmp_path / "run", tensors=val, test_tensors=test)
     from nlbpipe.rates import load_rates
 
     rates = load_rates(result.checkpoints["best_co_bps"] / "rates_test.h5")
@@ -91,29 +93,29 @@ def test_test_rates_written_when_test_tensors_given(tmp_path):
 
 def test_resume_gives_the_same_result(tmp_path):
     tensors = toy_tensors()
-    cfg = toy_config(**{"train.max_updates": 80})
+    cfg = toy_config(**{"train.max_passes": 28, "train.val_interval_passes": 7, "train.mask_max_span": 3})
     full = train(cfg, tmp_path / "full", tensors=tensors)
 
     class Killed(Exception):
         pass
 
-    def kill_at_40(metrics, path):
-        if metrics["step"] == 40:
+    def kill_at_14(metrics, path):
+        if metrics["pass"] == 14:
             raise Killed
 
     with pytest.raises(Killed):
-        train(cfg, tmp_path / "resumed", tensors=tensors, report=kill_at_40)
+        train(cfg, tmp_path / "resumed", tensors=tensors, report=kill_at_14)
     steps = []
-    resumed = train(cfg, tmp_path / "resumed", tensors=tensors, report=lambda m, p: steps.append(m["step"]))
-    assert steps == [60, 80]  # picked up after the last saved validation
+    resumed = train(cfg, tmp_path / "resumed", tensors=tensors, report=lambda m, p: steps.append(m["pass"]))
+    assert steps == [21, 28]  # picked up after the last saved validation
     assert resumed.status == full.status and resumed.step == full.step and resumed.best == full.best
     a = torch.load(tmp_path / "full" / "last" / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "last" / "model.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert _progress_without_time(tmp_path / "full") == _progress_without_time(tmp_path / "resumed")
     # a finished run called again returns its result without training
-    again = train(cfg, tmp_path / "resumed", tensors=tensors, report=lambda m, p: steps.append(m["step"]))
-    assert again.status == full.status and again.best == full.best and steps == [60, 80]
+    again = train(cfg, tmp_path / "resumed", tensors=tensors, report=lambda m, p: steps.append(m["pass"]))
+    assert again.status == full.status and again.best == full.best and steps == [21, 28]
 
 
 def _progress_without_time(run_dir):
@@ -121,9 +123,9 @@ def _progress_without_time(run_dir):
 
 
 def test_resume_refuses_a_different_config(tmp_path):
-    train(toy_config(**{"train.max_updates": 20}), tmp_path / "run", tensors=toy_tensors())
+    train(toy_config(**{"train.max_passes": 7}), tmp_path / "run", tensors=toy_tensors())
     with pytest.raises(TrainError, match="model.num_layers"):
-        train(toy_config(**{"train.max_updates": 20, "model.num_layers": 3}), tmp_path / "run", tensors=toy_tensors())
+        train(toy_config(**{"train.max_passes": 7, "model.num_layers": 3}), tmp_path / "run", tensors=toy_tensors())
 
 
 def test_nan_loss_stops_as_diverged(tmp_path):
@@ -131,27 +133,48 @@ def test_nan_loss_stops_as_diverged(tmp_path):
     # an infinite count poisons the loss (a NaN count is an unrecorded bin: zero input, out of the loss)
     tensors["train_spikes_heldout"][:, 3, 0] = np.inf
     result = train(toy_config(), tmp_path / "run", tensors=tensors)
-    assert result.status == "diverged" and result.step == 20
+    assert result.status == "diverged" and result.step == 30 and result.passes == 10
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "diverged" and ("nan" in status["message"].lower() or "inf" in status["message"])
 
 
 def test_early_stopping_on_patience(tmp_path):
     # lr so small the weights cannot change in float32: the val masked loss never improves again
-    cfg = toy_config(**{"train.lr": 1e-12, "train.patience": 40, "train.max_updates": 500, "train.val_interval": 10})
+    cfg = toy_config(**{"train.lr": 1e-12, "train.patience_passes": 12, "train.max_passes": 200,
+                        "train.val_interval_passes": 3})
     result = train(cfg, tmp_path / "run", tensors=toy_tensors())
-    assert result.status == "early_stopped" and result.step == 50
-    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "early_stopped"
+    assert result.status == "early_stopped" and result.passes == 15 and result.step == 45
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "early_stopped" and "val masked loss for 12 passes" in status["message"]
+
+
+@pytest.mark.parametrize("rule, masked_at, co_bps_at, stops", [
+    ("masked_loss", 10, 29, True), ("masked_loss", 29, 10, False),
+    ("co_bps", 29, 10, True), ("co_bps", 10, 29, False),
+    ("both", 29, 10, False), ("both", 10, 29, False), ("both", 10, 12, True)])
+def test_early_stopping_watches_the_chosen_metrics(tmp_path, rule, masked_at, co_bps_at, stops):
+    """Pass 30, patience 12: a metric last improved at pass 10 has waited 20 passes, at 29 one."""
+    cfg = toy_config(**{"train.patience_passes": 12, "train.early_stop": rule})
+    run = _Run(cfg, tmp_path, toy_tensors(), torch.device("cpu"))
+    run.step = 30 * run.per_pass
+    run.best.update(step_masked_loss=masked_at * run.per_pass, step_co_bps=co_bps_at * run.per_pass)
+    stop, why = run.should_stop()
+    assert stop is stops and (why != "") is stops
+    if rule == "both" and stops:
+        assert "val masked loss or val co-bps for 18 passes" in why
 
 
 def test_schedule_warms_up_then_decays():
-    cfg = toy_config(**{"train.lr": 1.0, "train.warmup_updates": 10, "train.max_updates": 110})
+    cfg = toy_config(**{"train.lr": 1.0, "train.warmup_passes": 10, "train.max_passes": 110})
     lrs = [learning_rate(cfg, s) for s in range(110)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[60] == pytest.approx(0.5) and lrs[-1] < 0.01
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
-    const = toy_config(**{"train.lr_schedule": "constant", "train.warmup_updates": 0})
+    const = toy_config(**{"train.lr_schedule": "constant", "train.warmup_passes": 0})
     assert learning_rate(const, 50) == const.train.lr
+    # counted in passes: at 3 steps a pass, the same curve over three times the steps
+    assert learning_rate(cfg, 29, 3) == pytest.approx(1.0) and learning_rate(cfg, 14, 3) == pytest.approx(0.5)
+    assert all(learning_rate(cfg, 3 * p, 3) == pytest.approx(lrs[p]) for p in range(10, 110, 7))
 
 
 def test_bad_tensors_name_the_key(tmp_path):

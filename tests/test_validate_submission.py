@@ -175,7 +175,7 @@ def test_end_to_end_train_rank_build_recompute(small_synthetic, tmp_path_factory
         cfg = config_from_dict({
             "data": {"dataset": key, "raw_dir": str(raw), "cache_dir": str(cache)},
             "model": {"num_layers": 1, "hidden_size": 16, "num_heads": 1},
-            "train": {"seed": seed, "max_updates": 20, "val_interval": 10, "warmup_updates": 5, "batch_size": 16,
+            "train": {"seed": seed, "max_passes": 20, "val_interval_passes": 10, "warmup_passes": 5, "batch_size": 16,
                       "device": "cpu"},
         })
         train(cfg, exp / f"trial_{seed}" / "run")

@@ -61,7 +61,7 @@ def write_checkpoint(folder: Path, model: NDT, cfg: RunConfig, metrics: dict) ->
     replace_dir(folder, fill)
 
 
-PROGRESS_COLUMNS = ("step", "train_loss", "val_masked_loss", "val_unmasked_loss", "val_co_bps", "lr",
+PROGRESS_COLUMNS = ("step", "pass", "train_loss", "val_masked_loss", "val_unmasked_loss", "val_co_bps", "lr",
                     "best_val_masked_loss", "best_val_unmasked_loss", "best_val_co_bps", "elapsed_s")
 
 
@@ -73,9 +73,10 @@ def write_progress(path: Path, history: list[dict]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
-def write_status(run_dir: Path, status: str, step: int, best: dict, message: str = "") -> None:
-    """``status.json``: one of ``contracts``' run statuses, the step, the best metrics, why it ended."""
-    write_json_atomic(run_dir / STATUS_JSON, {"status": status, "step": step, "best": best, "message": message,
+def write_status(run_dir: Path, status: str, step: int, best: dict, message: str = "", passes: int = 0) -> None:
+    """``status.json``: one of ``contracts``' run statuses, the step and pass, the best metrics, why it ended."""
+    write_json_atomic(run_dir / STATUS_JSON, {"status": status, "step": step, "passes": passes, "best": best,
+                                                "message": message,
                                                 "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 

@@ -26,14 +26,23 @@ class Layout:
     n_heldout: int
 
 
-def current_span(cfg: TrainConfig, step: int) -> int:
-    """Mask span at ``step``: 1 before the ramp, ``mask_max_span`` after it, linear in between."""
-    if cfg.mask_max_span <= 1 or step < cfg.mask_span_ramp_start:
+def span_probability(cfg: TrainConfig, passes: float) -> float:
+    """Probability that a batch masks spans rather than single bins, ``passes`` into the run: 0 before
+    ``mask_span_ramp_start_passes``, 1 from ``mask_span_ramp_end_passes``, linear in between (the 2021
+    NDT's ``expand_prob``); 0 whenever ``mask_max_span`` is 1."""
+    start, end = cfg.mask_span_ramp_start_passes, cfg.mask_span_ramp_end_passes
+    if cfg.mask_max_span <= 1 or passes < start:
+        return 0.0
+    if passes >= end:
+        return 1.0
+    return (passes - start) / (end - start)
+
+
+def draw_span(cfg: TrainConfig, probability: float, generator: torch.Generator) -> int:
+    """One batch's span width: with ``probability`` uniform over 1..mask_max_span, else 1 (a CPU generator)."""
+    if probability <= 0.0 or torch.rand(1, generator=generator).item() >= probability:
         return 1
-    if step >= cfg.mask_span_ramp_end:
-        return cfg.mask_max_span
-    frac = (step - cfg.mask_span_ramp_start) / (cfg.mask_span_ramp_end - cfg.mask_span_ramp_start)
-    return 1 + int(frac * (cfg.mask_max_span - 1))
+    return int(torch.randint(1, cfg.mask_max_span + 1, (1,), generator=generator).item())
 
 
 def model_input(targets: torch.Tensor, layout: Layout) -> torch.Tensor:
@@ -55,6 +64,9 @@ def mask_batch(targets: torch.Tensor, layout: Layout, cfg: TrainConfig, span: in
                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (model input with masked held-in tokens corrupted, boolean loss mask), both [B, T+F, N].
 
+    ``mask_mode``: ``timestep`` hides whole bins, ``neuron`` whole held-in channels, ``full`` single
+    (bin, neuron) tokens, each with probability ``mask_ratio`` (``/ span`` for span starts).
+
     Of the masked held-in tokens, ``mask_token_ratio`` are zeroed and ``mask_random_ratio`` of the
     rest replaced by a uniform random count in [0, max_count]; the remainder keep their value (BERT's
     80/10/10). One uniform draw per token decides all three and the random count, so masking costs
@@ -63,15 +75,17 @@ def mask_batch(targets: torch.Tensor, layout: Layout, cfg: TrainConfig, span: in
     B, _, _ = targets.shape
     T, Nh = layout.trial_bins, layout.n_heldin
     dev = targets.device
-    if cfg.mask_mode == "timestep":
+    if cfg.mask_mode in ("timestep", "full"):
+        # timestep: whole bins (all held-in neurons); full: single (bin, neuron) tokens, each spanning in time
+        width = 1 if cfg.mask_mode == "timestep" else Nh
         if span > 1:
             # pick span starts at ratio/span, then stretch each start over `span` bins
-            starts = torch.rand(B, 1, T, device=dev, generator=generator) < cfg.mask_ratio / span
+            starts = torch.rand(B * width, 1, T, device=dev, generator=generator) < cfg.mask_ratio / span
             masked_bins = F.max_pool1d(F.pad(starts.float(), (span - 1, 0)), span, stride=1) > 0
-            masked_bins = masked_bins.view(B, T)
+            masked_bins = masked_bins.view(B, width, T).transpose(1, 2)
         else:
-            masked_bins = torch.rand(B, T, device=dev, generator=generator) < cfg.mask_ratio
-        masked = masked_bins[:, :, None].expand(B, T, Nh)
+            masked_bins = torch.rand(B, T, width, device=dev, generator=generator) < cfg.mask_ratio
+        masked = masked_bins.expand(B, T, Nh)
     else:  # neuron: hide whole held-in channels for the trial
         masked = (torch.rand(B, Nh, device=dev, generator=generator) < cfg.mask_ratio)[:, None, :].expand(B, T, Nh)
 

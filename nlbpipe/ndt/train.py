@@ -47,9 +47,10 @@ class TrainError(NlbpipeError, RuntimeError):
 @dataclass
 class RunResult:
     status: str  # "completed" | "early_stopped" | "diverged"
-    step: int
+    step: int  # optimizer steps (minibatches) taken
     best: dict
     checkpoints: dict[str, Path] = field(default_factory=dict)
+    passes: int = 0  # passes over the training trials completed
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -102,15 +103,25 @@ def _load_phase(cfg: RunConfig, phase: str) -> dict:
 
 # ----------------------------------------------------------------------------------- schedule
 
-def learning_rate(cfg: RunConfig, step: int) -> float:
-    """Linear warm-up over ``warmup_updates``, then constant or cosine decay to 0 at ``max_updates``."""
+def steps_per_pass(n_train: int, batch_size: int) -> int:
+    """Optimizer steps in one pass over the training trials (the last batch may be short)."""
+    return max(1, math.ceil(n_train / batch_size))
+
+
+def learning_rate(cfg: RunConfig, step: int, per_pass: int = 1) -> float:
+    """Linear warm-up over ``warmup_passes``, then constant or cosine decay to 0 at ``max_passes``.
+
+    Counted in passes, as the 2021 NDT did, but applied per step (``per_pass`` steps to a pass): the
+    same curve, without its steps.
+    """
     t = cfg.train
-    if t.warmup_updates and step < t.warmup_updates:
-        return t.lr * (step + 1) / t.warmup_updates
+    warmup, total = t.warmup_passes * per_pass, t.max_passes * per_pass
+    if warmup and step < warmup:
+        return t.lr * (step + 1) / warmup
     if t.lr_schedule == "constant":
         return t.lr
-    span = max(t.max_updates - t.warmup_updates, 1)
-    progress = min(max(step - t.warmup_updates, 0) / span, 1.0)
+    span = max(total - warmup, 1)
+    progress = min(max(step - warmup, 0) / span, 1.0)
     return t.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -152,6 +163,9 @@ class _Run:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr,
                                            weight_decay=cfg.train.weight_decay)
         self.mask_gen = torch.Generator(device=device).manual_seed(cfg.train.seed + 1)
+        # the span width of each batch is drawn on the CPU: a host-side number, no wait on the device
+        self.span_gen = torch.Generator().manual_seed(cfg.train.seed + 2)
+        self.per_pass = steps_per_pass(self.train_counts.shape[0], cfg.train.batch_size)
         self.step = 0
         self.perm = torch.empty(0, dtype=torch.long, device=device)
         self.cursor = 0
@@ -175,9 +189,9 @@ class _Run:
     def train_step(self) -> torch.Tensor:
         cfg = self.cfg.train
         targets = self.next_batch()
-        span = masking.current_span(cfg, self.step)
+        span = masking.draw_span(cfg, masking.span_probability(cfg, self.step / self.per_pass), self.span_gen)
         x, loss_mask = masking.mask_batch(targets, self.layout, cfg, span, self.max_count, self.mask_gen)
-        lr = learning_rate(self.cfg, self.step)
+        lr = learning_rate(self.cfg, self.step, self.per_pass)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
@@ -200,7 +214,8 @@ class _Run:
 
     @torch.no_grad()
     def validate(self) -> dict:
-        """Masked loss (fixed masks), unmasked loss (held-out neurons + forward bins), co-bps on val trials.
+        """Masked loss (fixed masks, width 1 as in the 2021 NDT), unmasked loss (held-out neurons +
+        forward bins), co-bps on val trials.
 
         Val trials go in chunks of the train batch size: the memory the train steps freed fits them,
         so validation adds nothing to the peak.
@@ -209,7 +224,7 @@ class _Run:
         self.model.eval()
         L, cfg = self.layout, self.cfg.train
         gen = torch.Generator(device=self.device).manual_seed(cfg.seed + VAL_MASK_SEED_OFFSET)
-        span = cfg.mask_max_span  # one fixed objective across the run, comparable between validations
+        span = 1  # single tokens, as the 2021 NDT validated; one fixed objective across the run
         m_sum = m_cnt = u_sum = u_cnt = 0.0
         heldout_rates = []
         for start in range(0, self.val_counts.shape[0], batch_size):
@@ -228,7 +243,25 @@ class _Run:
         return {"val_masked_loss": float(m_sum / m_cnt), "val_unmasked_loss": float(u_sum / u_cnt),
                 "val_co_bps": co_bps_torch(rates, self.val_heldout)}
 
-    # -- the loop: train steps, and every val_interval updates validate, keep checkpoints, save, report
+    @property
+    def passes(self) -> int:
+        return self.step // self.per_pass
+
+    def should_stop(self) -> tuple[bool, str]:
+        """Early stopping: ``patience_passes`` passes without a better value of the watched metric(s);
+        with ``both`` (STNDT's rule) only when neither val masked loss nor val co-bps improved."""
+        t = self.cfg.train
+        if t.patience_passes == -1:
+            return False, ""
+        watched = {"masked_loss": ("masked_loss",), "co_bps": ("co_bps",), "both": ("masked_loss", "co_bps")}[t.early_stop]
+        waits = {m: (self.step - self.best[f"step_{m}"]) // self.per_pass for m in watched}
+        if min(waits.values()) < t.patience_passes:
+            return False, ""
+        names = {"masked_loss": "val masked loss", "co_bps": "val co-bps"}
+        return True, f"no better {' or '.join(names[m] for m in watched)} for {min(waits.values())} passes"
+
+    # -- the loop: passes over the train trials; every val_interval_passes passes validate, keep
+    #    checkpoints, save, report
     def fit(self, report: Callable[[dict, Path | None], None] | None = None) -> tuple[str, str]:
         """Train until the budget, early stopping or divergence; returns (status, message)."""
         cfg = self.cfg
@@ -237,10 +270,11 @@ class _Run:
         loss_sum = torch.zeros((), device=self.device)
         losses_since = 0
         t0 = time.perf_counter() - self.elapsed
-        while self.step < t.max_updates:
+        max_steps, val_steps = t.max_passes * self.per_pass, t.val_interval_passes * self.per_pass
+        while self.step < max_steps:
             loss_sum += self.train_step()
             losses_since += 1
-            if self.step % t.val_interval and self.step < t.max_updates:
+            if self.step % val_steps and self.step < max_steps:
                 continue
             # ---- validation: the one place the loop reads values back from the device
             train_loss = float(loss_sum / losses_since)
@@ -249,7 +283,8 @@ class _Run:
             if not math.isfinite(train_loss):
                 status, message = contracts.DIVERGED, f"train loss became {train_loss} by update {self.step}"
                 break
-            metrics = {"step": self.step, "train_loss": train_loss, **self.validate(), "lr": learning_rate(cfg, self.step - 1)}
+            metrics = {"step": self.step, "pass": self.passes, "train_loss": train_loss, **self.validate(),
+                       "lr": learning_rate(cfg, self.step - 1, self.per_pass)}
             if not all(math.isfinite(metrics[k]) for k in ("val_masked_loss", "val_unmasked_loss", "val_co_bps")):
                 status, message = contracts.DIVERGED, f"validation at update {self.step} gave a non-finite value: {metrics}"
                 break
@@ -263,17 +298,16 @@ class _Run:
             metrics.update({f"best_{k}": self.best[k] for k in ("val_masked_loss", "val_unmasked_loss", "val_co_bps")},
                            elapsed_s=round(self.elapsed, 3))
             self.history.append(metrics)
-            stop = t.patience != -1 and self.step - self.best["step_masked_loss"] >= t.patience
+            stop, why = self.should_stop()
             last = self.save_last()
             folders.write_progress(self.run_dir / contracts.PROGRESS_CSV, self.history)
-            log.info("update %d/%d  train %.4f  val masked %.4f  unmasked %.4f  co-bps %.4f  (best %.4f)  %.1f upd/s",
-                     self.step, t.max_updates, train_loss, metrics["val_masked_loss"], metrics["val_unmasked_loss"],
+            log.info("pass %d/%d  train %.4f  val masked %.4f  unmasked %.4f  co-bps %.4f  (best %.4f)  %.1f steps/s",
+                     self.passes, t.max_passes, train_loss, metrics["val_masked_loss"], metrics["val_unmasked_loss"],
                      metrics["val_co_bps"], self.best["val_co_bps"], self.step / max(self.elapsed, 1e-9))
             if report is not None:
                 report(metrics, last)
             if stop:
-                status = contracts.EARLY_STOPPED
-                message = f"no better val masked loss for {self.step - self.best['step_masked_loss']} updates"
+                status, message = contracts.EARLY_STOPPED, why
                 break
         return status, message
 
@@ -283,6 +317,7 @@ class _Run:
             "optimizer": self.optimizer.state_dict(), "step": self.step, "perm": self.perm.cpu(),
             "cursor": self.cursor, "best": dict(self.best), "history": list(self.history),
             "elapsed": self.elapsed, "rng_torch": torch.get_rng_state(), "rng_mask": self.mask_gen.get_state().cpu(),
+            "rng_span": self.span_gen.get_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
         }
 
@@ -307,6 +342,8 @@ class _Run:
         self.best, self.history, self.elapsed = dict(state["best"]), list(state["history"]), float(state["elapsed"])
         torch.set_rng_state(state["rng_torch"])
         self.mask_gen.set_state(state["rng_mask"].to(self.mask_gen.get_state().device))
+        if "rng_span" in state:
+            self.span_gen.set_state(state["rng_span"])
         if self.device.type == "cuda" and state["rng_cuda"]:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
 
@@ -328,7 +365,7 @@ def _finished(run_dir: Path, tensors: dict, test_tensors: dict | None) -> RunRes
     kept = folders.kept_checkpoints(run_dir)
     _write_rates({k: p for k, p in kept.items() if not (p / RATES_VAL).is_file()
                   or (test_tensors is not None and not (p / RATES_TEST).is_file())}, tensors, test_tensors)
-    return RunResult(done["status"], int(done["step"]), done.get("best", {}), kept)
+    return RunResult(done["status"], int(done["step"]), done.get("best", {}), kept, int(done.get("passes", 0)))
 
 
 def _seed(cfg: RunConfig) -> None:
@@ -377,5 +414,5 @@ def train(config: RunConfig, run_dir: Path, *, report: Callable[[dict, Path | No
     kept = folders.kept_checkpoints(run_dir)
     best = {k: v for k, v in run.best.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     _write_rates(kept, tensors, test_tensors)
-    folders.write_status(run_dir, status, run.step, best, message)
-    return RunResult(status, run.step, best, kept)
+    folders.write_status(run_dir, status, run.step, best, message, passes=run.passes)
+    return RunResult(status, run.step, best, kept, run.passes)

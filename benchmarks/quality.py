@@ -1,0 +1,155 @@
+"""How good are nlbpipe's models? The search and ensemble on several seeds of a synthetic stand-in.
+
+For a dataset key, a compute budget (search trials x passes per trial) and several seeds of the
+synthetic stand-in, runs the pipeline's own scripts per seed (download_data.py --synthetic,
+generate_configs.py, run_hyperopt.py, build_ensemble.py: run_hyperopt's code path) in a folder of its
+own, then scores on the val and the hidden test phase: the ground-truth rates, the smoothing
+baseline, the best single model and the top-N and greedy ensembles (co-bps, vel R2, psth R2, fp-bps),
+each model row also as a share of the truth's co-bps. Per seed, then the mean over seeds.
+
+    .venv/bin/python benchmarks/quality.py [--dataset mc_maze_small_20] [--seeds 0 1 2]
+        [--recipe demo|template] [--samples 12] [--passes 200] [--concurrent 2] [--device cpu|cuda]
+
+``--recipe demo`` (the default on CPU) is ``make demo``'s recipe (nlbpipe/demo.py) at the given
+budget; ``--recipe template`` the generated config as it is (the 2021 recipe at its full length,
+unless --passes cuts it); ``--device cuda`` runs the template recipe on the GPU. Last line: one
+JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nlbpipe import demo  # noqa: E402
+from nlbpipe.datasets import resolve  # noqa: E402
+from nlbpipe.settings import get_settings  # noqa: E402
+
+METRICS = ("co_bps", "vel_r2", "psth_r2", "fp_bps")
+ROWS = ("ground truth", "smoothing baseline", "best single NDT", "top-N ensemble", "greedy ensemble")
+
+
+def _row_name(name: str) -> str:
+    return next(r for r in ROWS if name.startswith(r))
+
+
+def run_seed(args, seed: int, root: Path) -> dict:
+    """One seed's stand-in, search and ensemble in ``root``; {phase: {row: metrics}}, wall seconds."""
+    home = root / f"seed{seed}"
+    for var in ("NLB_DATA_RAW", "NLB_SYNTHETIC_RAW", "NLB_CACHE_DIR", "CONFIG_DIR", "RAY_TUNE_HOME",
+                "NLB_SUBMISSIONS_DIR"):
+        os.environ.pop(var, None)
+    os.environ["NLB_HOME"] = str(home)
+    get_settings.cache_clear()
+    s = get_settings()
+    info, _ = resolve(args.dataset)
+    key = args.dataset
+    exp_dir, out_dir = s.results_dir / key / "quality", s.submissions_dir / key / "quality"
+    demo._run("download_data.py", "--synthetic", info.name, "--seed", str(seed), "--scale", str(args.scale))
+    config = s.config_dir / f"{key}.yaml"
+    if not config.exists():
+        demo._run("generate_configs.py", key, "--synthetic")
+    sets = []
+    if args.recipe == "demo":
+        size = demo.DemoSize(scale=args.scale, samples=args.samples, concurrent=args.concurrent,
+                             max_passes=args.passes, val_interval_passes=max(1, args.passes // 20),
+                             initial_points=max(2, args.samples // 3), max_models=3 * args.samples)
+        config = demo.write_demo_config(config, home / "demo_configs", size)
+    elif args.passes:
+        sets += ["--set", f"train.max_passes={args.passes}"]
+    if args.device == "cuda":
+        sets += ["--set", "train.device=cuda"]
+    t0 = time.perf_counter()
+    search = [key, "--name", "quality", "--quiet"]
+    if (exp_dir / "search_setup.json").exists():
+        demo._run("run_hyperopt.py", *search, "--resume")
+    else:
+        demo._run("run_hyperopt.py", *search, "--config", str(config), "--samples", str(args.samples),
+                  "--max-concurrent", str(args.concurrent), "--cpus-per-trial", "1",
+                  "--n-initial-points", str(max(2, args.samples // 3)), "--seed", str(seed),
+                  *(["--num-cpus", str(args.concurrent)] if args.device == "cpu" else []), *sets)
+    demo._run("build_ensemble.py", key, "--experiment", str(exp_dir), "--out", str(out_dir),
+              "--max-models", str(3 * args.samples))
+    wall = time.perf_counter() - t0
+    scores: dict = {"val": {}, "test": {}}
+    for name, phase, metrics in demo.comparison_rows({"ensemble": out_dir}, key):
+        scores[phase][_row_name(name)] = {m: float(metrics.get(m, float("nan"))) for m in METRICS}
+    return {"seed": seed, "wall_s": round(wall, 1), "scores": scores}
+
+
+def with_shares(scores: dict) -> dict:
+    for phase in scores.values():
+        truth = phase["ground truth"]["co_bps"]
+        for name, m in phase.items():
+            if name != "ground truth":
+                m["share_of_truth"] = m["co_bps"] / truth if truth else float("nan")
+            if name not in ("ground truth", "smoothing baseline"):
+                base = phase["smoothing baseline"]["co_bps"]
+                m["x_smoothing"] = m["co_bps"] / base if base > 0 else float("nan")
+    return scores
+
+
+def mean_scores(results: list[dict]) -> dict:
+    out: dict = {}
+    for phase in ("val", "test"):
+        out[phase] = {}
+        for name in ROWS:
+            rows = [r["scores"][phase][name] for r in results if name in r["scores"][phase]]
+            if rows:
+                out[phase][name] = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    return out
+
+
+def print_table(title: str, scores: dict) -> None:
+    print(f"\n{title}")
+    cols = (*METRICS, "share_of_truth", "x_smoothing")
+    print(f"{'':<22}{'phase':>6}" + "".join(f"{c:>15}" for c in cols))
+    for phase in ("val", "test"):
+        for name, m in scores[phase].items():
+            print(f"{name:<22}{phase:>6}" + "".join(f"{m.get(c, float('nan')):>15.4f}" for c in cols))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="mc_maze_small_20", help="dataset key (default mc_maze_small_20)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="stand-in (and searcher) seeds")
+    p.add_argument("--recipe", choices=("demo", "template"), default=None,
+                   help="demo: make demo's recipe at this budget (default on CPU); template: the generated config")
+    p.add_argument("--samples", type=int, default=12, help="search trials per seed (default 12)")
+    p.add_argument("--passes", type=int, default=None,
+                   help="passes per trial (demo default 200; template default: its own budget)")
+    p.add_argument("--concurrent", type=int, default=2, help="trials at once (default 2)")
+    p.add_argument("--scale", type=float, default=1.0, help="share of the dataset's trials written (default 1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a new temporary one)")
+    args = p.parse_args()
+    args.recipe = args.recipe or ("template" if args.device == "cuda" else "demo")
+    if args.recipe == "demo" and not args.passes:
+        args.passes = demo.SIZES["full"].max_passes
+    root = args.work or Path(tempfile.mkdtemp(prefix="nlbpipe_quality_"))
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    print(f"quality: {args.dataset}, recipe {args.recipe}, {args.samples} trials x "
+          f"{args.passes or 'template'} passes, seeds {args.seeds}, in {root}", flush=True)
+    results = []
+    for seed in args.seeds:
+        r = run_seed(args, seed, root)
+        with_shares(r["scores"])
+        results.append(r)
+        print_table(f"seed {seed} ({r['wall_s']} s search + ensemble)", r["scores"])
+    mean = mean_scores(results)
+    print_table(f"mean over {len(results)} seeds", mean)
+    print(json.dumps({"benchmark": "quality", "dataset": args.dataset, "recipe": args.recipe,
+                      "samples": args.samples, "passes": args.passes, "device": args.device,
+                      "seeds": results, "mean": mean}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
