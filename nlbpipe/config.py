@@ -51,6 +51,7 @@ class TrainConfig:
     val_interval_passes: int = 10
     patience_passes: int = 750
     early_stop: str = "masked_loss"  # the val metric(s) patience watches: masked_loss | co_bps | both
+    val_mask: str = "fixed"  # the val masked loss's mask: the same at every validation, or fresh (2021)
     mask_ratio: float = 0.25
     mask_mode: str = "timestep"
     mask_token_ratio: float = 0.8
@@ -100,10 +101,12 @@ _CHOICES = {
     "model.activation": ("relu", "gelu"),
     "model.embedding": ("identity", "linear", "count"),
     "model.position": ("learned", "sinusoidal"),
+    "model.init": ("nlbpipe", "ndt2021"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.lr_schedule": ("cosine", "constant"),
     "train.mask_mode": ("timestep", "neuron", "full"),
     "train.early_stop": ("masked_loss", "co_bps", "both"),
+    "train.val_mask": ("fixed", "fresh"),
 }
 _RANGES = {
     "model.num_layers": (lambda v: v >= 1, "must be >= 1"),

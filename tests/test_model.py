@@ -167,3 +167,20 @@ def test_dropped_attention_gradients():
     assert torch.autograd.gradcheck(lambda a, b, c: _DroppedAttention.apply(a, b, c, keep, bias), (q, k, v))
     reference = (torch.softmax(q @ k.transpose(-1, -2) + bias, -1) * keep) @ v
     torch.testing.assert_close(_DroppedAttention.apply(q, k, v, keep, bias), reference)
+
+
+def test_ndt2021_init_is_what_the_2021_code_ran():
+    torch.manual_seed(0)
+    ours, old = make(), make(init="ndt2021")
+    assert 0.9 < old.position.std().item() < 1.1 and ours.position.std().item() < 0.05
+    s = 0.67 * old.cfg.num_layers ** -0.25
+    for a, b in zip(ours.layers, old.layers):
+        assert b.linear1.bias.abs().max() > 0 and a.linear1.bias.abs().max() == 0  # torch's default bias
+        # torch's default weight bound 1/sqrt(fan_in), then T-Fixup's s; Xavier's is wider
+        assert b.linear1.weight.abs().max() <= s / b.linear1.in_features ** 0.5 + 1e-6
+        # values unscaled: q and v drawn from the same bound
+        assert abs(b.attn.v_proj.weight.abs().max() - b.attn.q_proj.weight.abs().max()) < 0.01
+        assert a.attn.v_proj.weight.abs().max() < 0.7 * a.attn.q_proj.weight.abs().max()
+        assert b.attn.out_proj.bias.abs().max() == 0
+    count = make(init="ndt2021", embedding="count", embed_dim=2)
+    assert count.embedder.weight.abs().max() <= 0.1

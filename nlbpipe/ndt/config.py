@@ -25,6 +25,10 @@ class ModelConfig:
     position: str = "learned"
     pre_norm: bool = True
     fixup_init: bool = True
+    # nlbpipe: learned positions N(0, 0.02), Xavier zero-bias feed-forward and out-projection, values
+    # shrunk with T-Fixup; ndt2021: what the 2021 NDT ran (positions N(0, 1), torch's default Linear
+    # init, no value scaling, a count embedding U(+-0.1)). See README's "NDT" section for the measurement.
+    init: str = "nlbpipe"
     scale_norm: bool = False
     log_rate: bool = True
     context_forward: int = -1

@@ -169,6 +169,8 @@ class NDT(nn.Module):
         self._init_weights()
 
     def _init_weights(self):
+        if self.cfg.init == "ndt2021":
+            return self._init_weights_2021()
         for layer in self.layers:
             attn = layer.attn
             # q, k, v drawn as one fused [3*inner, width] matrix would be, as in nn.MultiheadAttention
@@ -195,6 +197,35 @@ class NDT(nn.Module):
                 if self.embedder is not None:
                     nn.init.normal_(self.embedder.weight, std=self.width ** -0.5)
                     self.embedder.weight.mul_((9 * self.cfg.num_layers) ** -0.25)
+
+    def _init_weights_2021(self):
+        """The initialisation the 2021 NDT ran (read from its code, not copied): torch's defaults for
+        every Linear but the read-out, q/k/v drawn as one fused Xavier matrix with zero bias,
+        learned positions N(0, 1), count embedding U(+-0.1); T-Fixup shrinks the feed-forward and
+        out-projection weights by 0.67 N^-1/4 and leaves the values alone (its value branch never
+        matched a parameter of torch's attention)."""
+        for layer in self.layers:
+            attn = layer.attn
+            bound = math.sqrt(6.0 / (self.width + 3 * attn.heads * attn.head_dim))
+            for lin in (attn.q_proj, attn.k_proj, attn.v_proj):
+                nn.init.uniform_(lin.weight, -bound, bound)
+                nn.init.zeros_(lin.bias)
+            for lin in (layer.linear1, layer.linear2):
+                lin.reset_parameters()
+            attn.out_proj.reset_parameters()
+            nn.init.zeros_(attn.out_proj.bias)  # torch's attention zeroes it
+        nn.init.uniform_(self.readout.weight, -0.1, 0.1)
+        nn.init.zeros_(self.readout.bias)
+        if isinstance(self.position, nn.Parameter):
+            nn.init.normal_(self.position, std=1.0)
+        if self.embedder is not None and self.cfg.embedding == "count":
+            nn.init.uniform_(self.embedder.weight, -0.1, 0.1)
+        if self.cfg.fixup_init:
+            s = 0.67 * self.cfg.num_layers ** -0.25
+            with torch.no_grad():
+                for layer in self.layers:
+                    for w in (layer.linear1.weight, layer.linear2.weight, layer.attn.out_proj.weight):
+                        w.mul_(s)
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         B, L, _ = spikes.shape

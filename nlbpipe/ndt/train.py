@@ -223,7 +223,9 @@ class _Run:
         batch_size = self.cfg.train.batch_size
         self.model.eval()
         L, cfg = self.layout, self.cfg.train
-        gen = torch.Generator(device=self.device).manual_seed(cfg.seed + VAL_MASK_SEED_OFFSET)
+        # fixed: the same mask every validation; fresh (as 2021): a new one each time, still from the seed
+        fresh = self.step if cfg.val_mask == "fresh" else 0
+        gen = torch.Generator(device=self.device).manual_seed(cfg.seed + VAL_MASK_SEED_OFFSET + fresh)
         span = 1  # single tokens, as the 2021 NDT validated; one fixed objective across the run
         m_sum = m_cnt = u_sum = u_cnt = 0.0
         heldout_rates = []
