@@ -9,6 +9,7 @@ each model row also as a share of the truth's co-bps. Per seed, then the mean ov
 
     .venv/bin/python benchmarks/quality.py [--dataset mc_maze_small_20] [--seeds 0 1 2]
         [--recipe demo|template] [--samples 12] [--passes 200] [--concurrent 2] [--device cpu|cuda]
+        [--dropout LOW HIGH] [--early-stop co_bps] [--patience 60]   # demo-recipe variants
 
 ``--recipe demo`` (the default on CPU) is ``make demo``'s recipe (nlbpipe/demo.py) at the given
 budget; ``--recipe template`` the generated config as it is (the 2021 recipe at its full length,
@@ -51,8 +52,13 @@ def run_seed(args, seed: int, root: Path) -> dict:
     s = get_settings()
     info, _ = resolve(args.dataset)
     key = args.dataset
-    exp_dir, out_dir = s.results_dir / key / "quality", s.submissions_dir / key / "quality"
-    demo._run("download_data.py", "--synthetic", info.name, "--seed", str(seed), "--scale", str(args.scale))
+    exp_dir, out_dir = s.results_dir / key / args.name, s.submissions_dir / key / args.name
+    manifest = s.synthetic_raw / "synthetic_manifest.json"
+    written = json.loads(manifest.read_text()).get("datasets", {}).get(info.name, {}) if manifest.is_file() else {}
+    if (written.get("seed"), written.get("scale")) == (seed, args.scale):
+        print(f"reusing the stand-in in {s.synthetic_raw}: {written}")  # a stand-in a variant run wrote
+    else:
+        demo._run("download_data.py", "--synthetic", info.name, "--seed", str(seed), "--scale", str(args.scale))
     config = s.config_dir / f"{key}.yaml"
     if not config.exists():
         demo._run("generate_configs.py", key, "--synthetic")
@@ -60,23 +66,29 @@ def run_seed(args, seed: int, root: Path) -> dict:
     if args.recipe == "demo":
         size = demo.DemoSize(scale=args.scale, samples=args.samples, concurrent=args.concurrent,
                              max_passes=args.passes, val_interval_passes=max(1, args.passes // 20),
-                             initial_points=max(2, args.samples // 3), max_models=3 * args.samples)
-        config = demo.write_demo_config(config, home / "demo_configs", size)
+                             initial_points=max(2, args.samples // 3), max_models=3 * args.samples,
+                             dropout=tuple(args.dropout), early_stop=args.early_stop,
+                             patience_passes=args.patience)
+        (home / args.name).mkdir(parents=True, exist_ok=True)
+        config = demo.write_demo_config(config, home / args.name, size)
     elif args.passes:
         sets += ["--set", f"train.max_passes={args.passes}"]
     if args.device == "cuda":
         sets += ["--set", "train.device=cuda"]
     t0 = time.perf_counter()
-    search = [key, "--name", "quality", "--quiet"]
-    if (exp_dir / "search_setup.json").exists():
+    search = [key, "--name", args.name, "--quiet"]
+    if args.score_only:
+        pass
+    elif (exp_dir / "search_setup.json").exists():
         demo._run("run_hyperopt.py", *search, "--resume")
     else:
         demo._run("run_hyperopt.py", *search, "--config", str(config), "--samples", str(args.samples),
                   "--max-concurrent", str(args.concurrent), "--cpus-per-trial", "1",
                   "--n-initial-points", str(max(2, args.samples // 3)), "--seed", str(seed),
                   *(["--num-cpus", str(args.concurrent)] if args.device == "cpu" else []), *sets)
-    demo._run("build_ensemble.py", key, "--experiment", str(exp_dir), "--out", str(out_dir),
-              "--max-models", str(3 * args.samples))
+    if not args.score_only:
+        demo._run("build_ensemble.py", key, "--experiment", str(exp_dir), "--out", str(out_dir),
+                  "--max-models", str(3 * args.samples))
     wall = time.perf_counter() - t0
     scores: dict = {"val": {}, "test": {}}
     for name, phase, metrics in demo.comparison_rows({"ensemble": out_dir}, key):
@@ -128,7 +140,18 @@ def main() -> int:
     p.add_argument("--concurrent", type=int, default=2, help="trials at once (default 2)")
     p.add_argument("--scale", type=float, default=1.0, help="share of the dataset's trials written (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    full = demo.SIZES["full"]
+    p.add_argument("--dropout", type=float, nargs=2, default=list(full.dropout), metavar=("LOW", "HIGH"),
+                   help=f"demo recipe: searched dropout range (default {full.dropout})")
+    p.add_argument("--early-stop", default=full.early_stop, choices=("masked_loss", "co_bps", "both"),
+                   help=f"demo recipe: train.early_stop (default {full.early_stop})")
+    p.add_argument("--patience", type=int, default=full.patience_passes,
+                   help=f"demo recipe: train.patience_passes (default {full.patience_passes})")
     p.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a new temporary one)")
+    p.add_argument("--score-only", action="store_true",
+                   help="only score what an earlier run with this --work and --name built")
+    p.add_argument("--name", default="quality",
+                   help="experiment name: variants in one --work folder share its stand-ins (default quality)")
     args = p.parse_args()
     args.recipe = args.recipe or ("template" if args.device == "cuda" else "demo")
     if args.recipe == "demo" and not args.passes:

@@ -45,6 +45,9 @@ class DemoSize:
     val_interval_passes: int
     initial_points: int
     max_models: int
+    dropout: tuple[float, float] = (0.0, 0.3)  # the searched range of all three dropouts
+    early_stop: str = "masked_loss"  # train.early_stop
+    patience_passes: int = -1  # -1: every trial runs its whole budget
 
 
 SIZES = {
@@ -55,8 +58,7 @@ SIZES = {
 }
 
 # Small, fast models for a CPU demo: fixed settings, on top of the generated config.
-DEMO_SETTINGS = {"model.num_layers": 2, "train.patience_passes": -1,
-                 "train.mask_span_ramp_start_passes": 0, "train.mask_span_ramp_end_passes": 0}
+DEMO_SETTINGS = {"model.num_layers": 2, "train.mask_span_ramp_start_passes": 0, "train.mask_span_ramp_end_passes": 0}
 
 
 def _step(title: str) -> None:
@@ -86,7 +88,8 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
     from .fileio import write_text_atomic
     from .search_space import search_space_path
 
-    fixed = {**DEMO_SETTINGS, "train.max_passes": size.max_passes, "train.val_interval_passes": size.val_interval_passes}
+    fixed = {**DEMO_SETTINGS, "train.max_passes": size.max_passes, "train.val_interval_passes": size.val_interval_passes,
+             "train.patience_passes": size.patience_passes, "train.early_stop": size.early_stop}
     cfg = apply_overrides(load_config(config), fixed, source="nlbpipe.demo")
     space = yaml.safe_load(search_space_path(config).read_text())
     for key in fixed:
@@ -95,7 +98,7 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
     space["train.warmup_passes"] = {"sample_fn": "randint", "low": 0, "high": size.max_passes // 4 + 1}
     space["train.lr"] = {"sample_fn": "loguniform", "low": 1e-3, "high": 5e-3}
     for key in ("model.dropout", "model.dropout_rates", "model.dropout_embedding"):
-        space[key] = {"sample_fn": "uniform", "low": 0.0, "high": 0.3}
+        space[key] = {"sample_fn": "uniform", "low": size.dropout[0], "high": size.dropout[1]}
     demo_config = out_dir / config.name
     save_config(cfg, demo_config)
     write_text_atomic(search_space_path(demo_config), yaml.safe_dump(space, sort_keys=True))
