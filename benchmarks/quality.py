@@ -67,7 +67,7 @@ def run_seed(args, seed: int, root: Path) -> dict:
         size = demo.DemoSize(scale=args.scale, samples=args.samples, concurrent=args.concurrent,
                              max_passes=args.passes, val_interval_passes=max(1, args.passes // 20),
                              initial_points=max(2, args.samples // 3), max_models=3 * args.samples,
-                             dropout=tuple(args.dropout), early_stop=args.early_stop,
+                             dropout=tuple(args.dropout), lr=tuple(args.lr), early_stop=args.early_stop,
                              patience_passes=args.patience)
         (home / args.name).mkdir(parents=True, exist_ok=True)
         config = demo.write_demo_config(config, home / args.name, size)
@@ -143,6 +143,8 @@ def main() -> int:
     full = demo.SIZES["full"]
     p.add_argument("--dropout", type=float, nargs=2, default=list(full.dropout), metavar=("LOW", "HIGH"),
                    help=f"demo recipe: searched dropout range (default {full.dropout})")
+    p.add_argument("--lr", type=float, nargs=2, default=list(full.lr), metavar=("LOW", "HIGH"),
+                   help=f"demo recipe: searched learning-rate range (default {full.lr})")
     p.add_argument("--early-stop", default=full.early_stop, choices=("masked_loss", "co_bps", "both"),
                    help=f"demo recipe: train.early_stop (default {full.early_stop})")
     p.add_argument("--patience", type=int, default=full.patience_passes,
