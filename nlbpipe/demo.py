@@ -48,7 +48,7 @@ class DemoSize:
     # The recipe, chosen by measurement on the realistic stand-in (README, "The demo"): at this budget
     # an NDT underfits, so light dropout and a high learning rate; trials that stall stop early.
     dropout: tuple[float, float] = (0.0, 0.3)  # the searched range of all three dropouts
-    lr: tuple[float, float] = (2e-3, 1e-2)  # the searched (log-uniform) learning-rate range
+    lr: tuple[float, float] = (4e-3, 1.5e-2)  # the searched (log-uniform) learning-rate range
     early_stop: str = "co_bps"  # train.early_stop
     patience_passes: int = 60
 
