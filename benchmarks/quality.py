@@ -63,10 +63,12 @@ def run_seed(args, seed: int, root: Path) -> dict:
     if not config.exists():
         demo._run("generate_configs.py", key, "--synthetic")
     sets = []
+    full = demo.SIZES["full"]
     if args.recipe == "demo":
         size = demo.DemoSize(scale=args.scale, samples=args.samples, concurrent=args.concurrent,
                              max_passes=args.passes, val_interval_passes=max(1, args.passes // 20),
-                             initial_points=max(2, args.samples // 3), max_models=3 * args.samples,
+                             initial_points=max(2, round(full.initial_points * args.samples / full.samples)),
+                             max_models=round(full.max_models * args.samples / full.samples),
                              dropout=tuple(args.dropout), lr=tuple(args.lr), early_stop=args.early_stop,
                              patience_passes=args.patience)
         (home / args.name).mkdir(parents=True, exist_ok=True)
@@ -84,11 +86,12 @@ def run_seed(args, seed: int, root: Path) -> dict:
     else:
         demo._run("run_hyperopt.py", *search, "--config", str(config), "--samples", str(args.samples),
                   "--max-concurrent", str(args.concurrent), "--cpus-per-trial", "1",
-                  "--n-initial-points", str(max(2, args.samples // 3)), "--seed", str(seed),
+                  "--n-initial-points", str(max(2, round(full.initial_points * args.samples / full.samples))),
+                  "--seed", str(seed),
                   *(["--num-cpus", str(args.concurrent)] if args.device == "cpu" else []), *sets)
     if not args.score_only:
         demo._run("build_ensemble.py", key, "--experiment", str(exp_dir), "--out", str(out_dir),
-                  "--max-models", str(3 * args.samples))
+                  "--max-models", str(round(full.max_models * args.samples / full.samples)))
     wall = time.perf_counter() - t0
     scores: dict = {"val": {}, "test": {}}
     for name, phase, metrics in demo.comparison_rows({"ensemble": out_dir}, key):
