@@ -38,7 +38,7 @@ DEFAULTS = {
 }
 LOG_OFFSET = 1e-4
 # the val grid: kernel widths (ms) tried at the dataset's nlb_tools alpha, then alphas at the best width
-KERN_SDS_MS = (20, 30, 40, 50, 60, 80, 100)
+KERN_SDS_MS = (10, 20, 30, 40, 50, 60, 80, 100)
 ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
