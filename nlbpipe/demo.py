@@ -145,7 +145,7 @@ def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, fl
     """(row, phase, metrics) for truth, smoothing, best single model, top-N and greedy ensembles."""
     from threadpoolctl import threadpool_limits
 
-    from .baselines import smoothing_rates
+    from .baselines import smoothing_rates, tune_smoothing
     from .ensemble import weighted_mean_rates
     from .rates import load_rates
     from .scoring import evaluate_rates
@@ -169,11 +169,13 @@ def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, fl
 
     rows = []
     with threadpool_limits(1, "blas"):
+        smooth = tune_smoothing(DATASET, raw, cache)  # kernel width and alpha by val co-bps, for both phases
         for phase in ("val", "test"):
             targets = load_eval_targets(DATASET, phase, raw, cache)
             candidates = {
                 "ground truth": true_rates(DATASET, phase, raw),
-                "smoothing baseline": smoothing_rates(DATASET, phase, raw, cache),
+                "smoothing baseline": smoothing_rates(DATASET, phase, raw, cache, kern_sd_ms=smooth["kern_sd_ms"],
+                                                      alpha=smooth["alpha"]),
                 "best single NDT": load_rates(best_dir / f"rates_{phase}.h5"),
                 f"top-N ensemble (N={(record.get('topn') or {}).get('size', '?')})": selection("topn", phase),
                 f"greedy ensemble ({len((record.get('greedy') or {}).get('members', []))} distinct)": selection(

@@ -104,15 +104,16 @@ class RateMap:
         return self.b + self.drive(z)
 
 
-def _aligned_ms(trials, name: str) -> np.ndarray:
+def _aligned_ms(session, name: str) -> np.ndarray:
     """Indices (ms from the recording's start) of every trial's nlb_tools aligned window."""
     from nlb_tools.make_tensors import PARAMS
 
     mp = PARAMS[name]["make_params"]
     lo, hi = mp["align_range"]
-    align = np.round(trials[mp["align_field"]].to_numpy(dtype=float) * 1000).astype(np.int64)
-    align = align[np.isfinite(trials[mp["align_field"]].to_numpy(dtype=float))]
-    return (align[:, None] + np.arange(lo, hi)[None, :]).ravel()
+    align_s = session.trials[mp["align_field"]].to_numpy(dtype=float)
+    align = np.round(align_s[np.isfinite(align_s)] * 1000).astype(np.int64)
+    idx = (align[:, None] + np.arange(lo, hi)[None, :]).ravel()
+    return idx[(idx >= 0) & (idx < session.n_ms)]
 
 
 def _slow_noise(rng, n_ms: int, dim: int, tau_ms: float) -> np.ndarray:
@@ -159,14 +160,13 @@ def realise(model, rng, info, sessions, realism: str = DEFAULT_REALISM) -> None:
         return
     profile = PROFILES[info.name]
     first = sessions[0]
-    sd = first.latents[_aligned_ms(first.trials, info.name)].std(axis=0)
+    idx = _aligned_ms(first, info.name)
+    sd = first.latents[idx].std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     for session in sessions:
         _trial_variability(rng, session, profile, sd)
         _behaviour_noise(rng, session, profile)
     rate_map = RateMap(model, rng, info.n_heldin, profile)
-    idx = _aligned_ms(first.trials, info.name)
-    idx = idx[(idx >= 0) & (idx < first.n_ms)]
     mean_per_ms = np.exp(rate_map.drive(first.latents[idx].astype(np.float64))).mean(axis=0)
     # unit means log-normal across units, scaled so their mean is mean_hz
     target_hz = np.exp(profile.log_sd * rng.normal(size=model.n_neurons))
