@@ -23,6 +23,8 @@ condition-dependent initial states set each trial's trajectory; a random one-hid
 finger velocity) is a linear readout of the movement latents shifted by the dataset's decoding lag,
 so it is decodable from rates as in NLB. dmfc_rsg's latents run along a fixed path whose speed is
 set by the produced interval ``tp``, so neural speed correlates with ``tp`` as in the real data.
+How realistic the rates drawn from the latents are (firing rates, modulation, held-out map,
+trial-to-trial variability, behaviour noise) is ``synthetic_rates``' business (``realism``).
 """
 
 from __future__ import annotations
