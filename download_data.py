@@ -3,6 +3,9 @@
 
     python download_data.py [DATASET ...|all]                      # into $NLB_DATA_RAW
     python download_data.py --synthetic DATASET ... [--seed N] [--scale F] [--easy]   # into $NLB_SYNTHETIC_RAW
+    python download_data.py --check [DATASET ...] [--synthetic]    # files vs registry and nlb_tools
+
+Every download and synthetic write ends with the same check; a mismatch exits 1, one line each.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from nlbpipe.datasets import DATASETS, UnknownDatasetError
 from nlbpipe.download import DownloadError, download
 from nlbpipe.settings import get_settings
 from nlbpipe.synthetic import SyntheticError, write_synthetic
+from nlbpipe.tensors import DataFileError
 
 
 def parse_args(argv=None):
@@ -30,8 +34,28 @@ def parse_args(argv=None):
                    help="synthetic: the easy stand-in (units at ~13 Hz, log-linear held-out map, no extra "
                         "variability) instead of the realistic one (firing like the real files)")
     p.add_argument("--force", action="store_true", help="synthetic: rewrite even if present")
+    p.add_argument("--check", action="store_true",
+                   help="only check the files present (units, trials, fields, tensor shapes) against the "
+                        "registry; with --synthetic, the stand-ins")
+    p.add_argument("--no-check", action="store_true", help="skip the check after a download or write")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
+
+
+def run_check(names, root, cache_dir) -> int:
+    """``nlbpipe.check`` for each dataset: what was found, then one line per mismatch; 1 if any."""
+    from nlbpipe.check import check_dataset
+
+    mismatches = 0
+    for name in names:
+        report, bad = check_dataset(name, root, cache_dir)
+        for line in report:
+            print(f"  {line}")
+        for line in bad:
+            print(f"mismatch: {line}", file=sys.stderr)
+        mismatches += len(bad)
+        print(f"{name}: {'ok' if not bad else f'{len(bad)} mismatch(es)'}", flush=True)
+    return 1 if mismatches else 0
 
 
 def main(argv=None) -> int:
@@ -44,19 +68,24 @@ def main(argv=None) -> int:
         if unknown:
             raise UnknownDatasetError(f"unknown dataset {unknown[0]!r}; valid: all, {', '.join(DATASETS)}")
         settings = get_settings()
-        for name in names:
-            if args.synthetic:
-                realism = "easy" if args.easy else "realistic"
-                print(f"writing synthetic {name} (seed {args.seed}, scale {args.scale}, {realism}) "
-                      f"under {settings.synthetic_raw} ...", flush=True)
-                paths = write_synthetic(name, settings.synthetic_raw, seed=args.seed,
-                                        scale=args.scale, force=args.force, realism=realism)
-            else:
-                print(f"downloading {name} into {settings.data_raw} ...", flush=True)
-                paths = download(name, settings.data_raw, progress=not args.no_progress)
-            for path in paths:
-                print(f"  {path}")
-    except (UnknownDatasetError, DownloadError, SyntheticError, ValueError) as err:
+        root = settings.synthetic_raw if args.synthetic else settings.data_raw
+        if not args.check:
+            for name in names:
+                if args.synthetic:
+                    realism = "easy" if args.easy else "realistic"
+                    print(f"writing synthetic {name} (seed {args.seed}, scale {args.scale}, {realism}) "
+                          f"under {settings.synthetic_raw} ...", flush=True)
+                    paths = write_synthetic(name, settings.synthetic_raw, seed=args.seed,
+                                            scale=args.scale, force=args.force, realism=realism)
+                else:
+                    print(f"downloading {name} into {settings.data_raw} ...", flush=True)
+                    paths = download(name, settings.data_raw, progress=not args.no_progress)
+                for path in paths:
+                    print(f"  {path}")
+            if args.no_check:
+                return 0
+        return run_check(names, root, settings.cache_dir)
+    except (UnknownDatasetError, DownloadError, SyntheticError, DataFileError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

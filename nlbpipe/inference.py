@@ -51,7 +51,10 @@ def _predict(model: NDT, heldin: np.ndarray, batch_size: int, device: torch.devi
     T, F, Nh, No = model.trial_bins, model.forward_bins, model.n_heldin, model.n_heldout
     out = np.empty((heldin.shape[0], T + F, Nh + No), dtype=np.float32)
     for start in range(0, heldin.shape[0], batch_size):
-        chunk = torch.as_tensor(np.asarray(heldin[start: start + batch_size], dtype=np.float32), device=device)
+        # nlb_tools builds eval inputs with allow_nans=True: an unrecorded (NaN) count enters as 0,
+        # as in training, so no NaN spreads into a trial's rates
+        chunk = torch.as_tensor(np.nan_to_num(np.asarray(heldin[start: start + batch_size], dtype=np.float32)),
+                                device=device)
         x = torch.zeros(chunk.shape[0], T + F, Nh + No, device=device)
         x[:, :T, :Nh] = chunk
         out[start: start + chunk.shape[0]] = torch.exp(model(x).float()).cpu().numpy()

@@ -187,8 +187,12 @@ class _Run:
         if self.train_counts.shape[1:] != self.val_counts.shape[1:]:
             raise TrainError(f"train tensors are {tuple(self.train_counts.shape[1:])} [bins, neurons] per trial "
                              f"but eval tensors are {tuple(self.val_counts.shape[1:])}")
-        self.val_heldout = torch.as_tensor(np.asarray(tensors["eval_spikes_heldout"]), dtype=torch.float64,
-                                           device=device)
+        # co-bps on what NLB scores: nlb_tools' eval targets (dmfc_rsg: NaN outside set..go, left out)
+        scored = tensors.get("eval_target_spikes_heldout", tensors["eval_spikes_heldout"])
+        if np.shape(scored) != np.shape(tensors["eval_spikes_heldout"]):
+            raise TrainError(f"eval_target_spikes_heldout has shape {np.shape(scored)}, eval_spikes_heldout "
+                             f"{np.shape(tensors['eval_spikes_heldout'])}")
+        self.val_heldout = torch.as_tensor(np.asarray(scored), dtype=torch.float64, device=device)
         L = self.layout
         try:
             self.model = build_model(cfg.model, L.trial_bins, L.forward_bins, L.n_heldin, L.n_heldout).to(device)
@@ -268,7 +272,7 @@ class _Run:
                 plain_lr = self.model(masking.model_input(targets, L)).float()
             s, c = masking.poisson_loss_sum(masked_lr, targets, mask)
             m_sum, m_cnt = m_sum + s, m_cnt + c
-            s, c = masking.poisson_loss_sum(plain_lr, targets, masking.unmasked_loss_mask(targets.shape, L, self.device))
+            s, c = masking.poisson_loss_sum(plain_lr, targets, masking.unmasked_loss_mask(targets.shape, L, self.device, targets))
             u_sum, u_cnt = u_sum + s, u_cnt + c
             heldout_rates.append(torch.exp(plain_lr[:, : L.trial_bins, L.n_heldin:]))
         self.model.train()

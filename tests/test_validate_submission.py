@@ -122,7 +122,7 @@ def test_broken_copies_fail_naming_the_fault(built, env, tmp_path, capsys, fault
         "shape": f"{KEY}/train_rates_heldout: shape: expected (364, 30, 16), found (364, 30, 15)",
         "nan": f"{KEY}/eval_rates_heldout: values: expected finite rates, found 1 NaN/inf",
         "negative": f"{KEY}/eval_rates_heldout_forward: values: expected non-negative rates, found 1 negative",
-        "missing_tensor": f"{KEY}/eval_rates_heldin_forward: missing: expected a float32 dataset of shape (100, 10, 49)",
+        "missing_tensor": f"{KEY}/eval_rates_heldin_forward: missing: expected a float32 dataset of shape (98, 10, 49)",
         "missing_group": f"group '{KEY}' missing",
     }[fault]
     assert expect in fails[0]
