@@ -14,11 +14,11 @@ import argparse
 import logging
 import sys
 
+from nlbpipe.cli import run_reporting_errors
 from nlbpipe.datasets import DATASETS, UnknownDatasetError
-from nlbpipe.download import DownloadError, download
+from nlbpipe.download import download
 from nlbpipe.settings import get_settings
-from nlbpipe.synthetic import SyntheticError, write_synthetic
-from nlbpipe.tensors import DataFileError
+from nlbpipe.synthetic import write_synthetic
 
 
 def parse_args(argv=None):
@@ -63,35 +63,32 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("nlbpipe").setLevel(logging.INFO)
     names = list(DATASETS) if "all" in args.datasets else args.datasets
-    try:
-        unknown = [n for n in names if n not in DATASETS]
-        if unknown:
-            raise UnknownDatasetError(f"unknown dataset {unknown[0]!r}; valid: all, {', '.join(DATASETS)}")
-        settings = get_settings()
-        root = settings.synthetic_raw if args.synthetic else settings.data_raw
-        if not args.check:
-            for name in names:
-                if args.synthetic:
-                    realism = "easy" if args.easy else "realistic"
-                    print(f"writing synthetic {name} (seed {args.seed}, scale {args.scale}, {realism}) "
-                          f"under {settings.synthetic_raw} ...", flush=True)
-                    paths = write_synthetic(name, settings.synthetic_raw, seed=args.seed,
-                                            scale=args.scale, force=args.force, realism=realism)
-                else:
-                    print(f"downloading {name} into {settings.data_raw} ...", flush=True)
-                    paths = download(name, settings.data_raw, progress=not args.no_progress)
-                for path in paths:
-                    print(f"  {path}")
-            if args.no_check:
-                return 0
-        return run_check(names, root, settings.cache_dir)
-    except (UnknownDatasetError, DownloadError, SyntheticError, DataFileError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted (a download resumes from its .part file next time)", file=sys.stderr)
-        return 130
-    return 0
+    return run_reporting_errors(lambda: fetch(args, names),
+                                interrupted="error: interrupted (a download resumes from its .part file next time)")
+
+
+def fetch(args: argparse.Namespace, names: list[str]) -> int:
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise UnknownDatasetError(f"unknown dataset {unknown[0]!r}; valid: all, {', '.join(DATASETS)}")
+    settings = get_settings()
+    root = settings.synthetic_raw if args.synthetic else settings.data_raw
+    if not args.check:
+        for name in names:
+            if args.synthetic:
+                realism = "easy" if args.easy else "realistic"
+                print(f"writing synthetic {name} (seed {args.seed}, scale {args.scale}, {realism}) "
+                      f"under {settings.synthetic_raw} ...", flush=True)
+                paths = write_synthetic(name, settings.synthetic_raw, seed=args.seed,
+                                        scale=args.scale, force=args.force, realism=realism)
+            else:
+                print(f"downloading {name} into {settings.data_raw} ...", flush=True)
+                paths = download(name, settings.data_raw, progress=not args.no_progress)
+            for path in paths:
+                print(f"  {path}")
+        if args.no_check:
+            return 0
+    return run_check(names, root, settings.cache_dir)
 
 
 if __name__ == "__main__":

@@ -13,39 +13,42 @@ trial_<id>/run/ per trial holding its kept checkpoints).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
 from pathlib import Path
 
-from nlbpipe.config import ConfigError
-from nlbpipe.datasets import UnknownDatasetError, resolve
-from nlbpipe.ranking import RankingError, rank_experiment, top
-from nlbpipe.search import METRIC_MODES, SCHEDULERS, read_setup, SearchError, SearchOptions, run_search, summarize
-from nlbpipe.search_space import SearchSpaceError
+from nlbpipe.cli import run_reporting_errors
+from nlbpipe.datasets import resolve
+from nlbpipe.ranking import rank_experiment, top
+from nlbpipe.search import METRIC_MODES, SCHEDULERS, SearchOptions, read_setup, run_search, summarize
 from nlbpipe.settings import get_settings
+
+# The flags' defaults are SearchOptions' (one source); the help text shows them.
+_D = {f.name: f.default for f in dataclasses.fields(SearchOptions)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", metavar="DATASET", help="dataset key: mc_maze, mc_maze_20, mc_maze_small, ...")
-    p.add_argument("--samples", type=int, default=100, help="trials in the whole search (default %(default)s)")
-    p.add_argument("--seed", type=int, default=42, help="searcher seed (default %(default)s)")
+    p.add_argument("--samples", type=int, default=_D["samples"], help="trials in the whole search (default %(default)s)")
+    p.add_argument("--seed", type=int, default=_D["seed"], help="searcher seed (default %(default)s)")
     p.add_argument("--name", default=None, help="experiment name (default <dataset>_hyperopt)")
     p.add_argument("--config", type=Path, default=None,
                    help="run config (default CONFIG_DIR/<dataset>.yaml; its search space is <config>.search.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a run-config key for every trial, e.g. --set train.max_updates=20000 (repeatable)")
-    p.add_argument("--metric", default="val_co_bps", choices=sorted(METRIC_MODES),
+    p.add_argument("--metric", default=_D["metric"], choices=sorted(METRIC_MODES),
                    help="trial objective: val_co_bps is maximised, the losses minimised (default %(default)s)")
-    p.add_argument("--scheduler", default="fifo", choices=SCHEDULERS, help="trial scheduler (default %(default)s)")
+    p.add_argument("--scheduler", default=_D["scheduler"], choices=SCHEDULERS, help="trial scheduler (default %(default)s)")
     p.add_argument("--gpus-per-trial", type=float, default=None, help="default 0.5 if the cluster has GPUs, else 0")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="default %(default)s")
+    p.add_argument("--cpus-per-trial", type=float, default=_D["cpus_per_trial"], help="default %(default)s")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
-    p.add_argument("--n-initial-points", type=int, default=10, help="random trials before the GP (default %(default)s)")
-    p.add_argument("--acq-func", default="gp_hedge", choices=["gp_hedge", "EI", "PI", "LCB"],
+    p.add_argument("--n-initial-points", type=int, default=_D["n_initial_points"], help="random trials before the GP (default %(default)s)")
+    p.add_argument("--acq-func", default=_D["acq_func"], choices=["gp_hedge", "EI", "PI", "LCB"],
                    help="skopt acquisition function (default %(default)s)")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial (default %(default)s)")
+    p.add_argument("--max-failures", type=int, default=_D["max_failures"], help="retries of a crashed trial (default %(default)s)")
     p.add_argument("--address", default=None, help="join a running Ray cluster (e.g. auto or HEAD_IP:6379)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
@@ -66,37 +69,35 @@ def _resume_command(args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run_reporting_errors(lambda: search(args),
+                                interrupted=f"interrupted; continue with: {_resume_command(args)}")
+
+
+def search(args: argparse.Namespace) -> int:
     settings = get_settings()
     incomplete = False
-    try:
-        resolve(args.dataset)
-        opts = SearchOptions(
-            dataset_key=args.dataset,
-            config_path=args.config or settings.config_dir / f"{args.dataset}.yaml",
-            results_dir=settings.results_dir, samples=args.samples, seed=args.seed, name=args.name,
-            metric=args.metric, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
-            cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
-            overrides=args.overrides, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
-            n_initial_points=args.n_initial_points, acq_func=args.acq_func, max_failures=args.max_failures,
-            verbose=0 if args.quiet else 1,
-        )
-        if not args.rank_only:
-            for sig in (signal.SIGHUP, signal.SIGTERM):
-                signal.signal(sig, _as_interrupt)
-            results = run_search(opts)
-            counts = summarize(results)
-            print("trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-            planned = read_setup(opts.experiment_dir)["samples"]
-            if results.num_terminated + results.num_errors < planned:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
-                incomplete = True
-                print(f"search incomplete; continue with: {_resume_command(args)}", file=sys.stderr)
-        ranked = rank_experiment(opts.experiment_dir)
-    except (ConfigError, SearchSpaceError, SearchError, RankingError, UnknownDatasetError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; continue with: {_resume_command(args)}", file=sys.stderr)
-        return 130
+    resolve(args.dataset)
+    opts = SearchOptions(
+        dataset_key=args.dataset,
+        config_path=args.config or settings.config_dir / f"{args.dataset}.yaml",
+        results_dir=settings.results_dir, samples=args.samples, seed=args.seed, name=args.name,
+        metric=args.metric, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
+        overrides=args.overrides, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
+        n_initial_points=args.n_initial_points, acq_func=args.acq_func, max_failures=args.max_failures,
+        verbose=0 if args.quiet else 1,
+    )
+    if not args.rank_only:
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            signal.signal(sig, _as_interrupt)
+        results = run_search(opts)
+        counts = summarize(results)
+        print("trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        planned = read_setup(opts.experiment_dir)["samples"]
+        if results.num_terminated + results.num_errors < planned:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
+            incomplete = True
+            print(f"search incomplete; continue with: {_resume_command(args)}", file=sys.stderr)
+    ranked = rank_experiment(opts.experiment_dir)
     print(f"ranked {ranked.n_checkpoints} checkpoints of {ranked.n_trials} finished trials -> {ranked.csv_path}")
     if ranked.skipped_running:
         print(f"  {len(ranked.skipped_running)} trial(s) still running, not ranked yet")

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import NlbpipeError
+
 BIN_SIZES = (5, 20)
 
 
-class UnknownDatasetError(ValueError):
+class UnknownDatasetError(NlbpipeError, ValueError):
     """A dataset name or key that is not one of the seven (the message lists the valid ones)."""
 
 

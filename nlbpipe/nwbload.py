@@ -23,8 +23,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .errors import NlbpipeError
 
-class TrialCountError(ValueError):
+
+class TrialCountError(NlbpipeError, ValueError):
     """Trials per split after loading differ from the files' own trials tables (names file and split)."""
 
 

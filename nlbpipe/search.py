@@ -5,7 +5,7 @@ Experiment folder (``<results_dir>/<dataset_key>/<name>/``, docs/architecture.md
     search_setup.json          what was searched: base run config, search space, metric, seed
     tuner.pkl, experiment_state-*.json, searcher-state-*.pkl, search_gen_state-*.json   (Ray Tune's)
     trial_<trial_id>/          Tune's trial folder: params.json, result.json, checkpoint_*/ ...
-        run/                   the nlbpipe.train run directory: config.yaml, status.json,
+        run/                   the nlbpipe.ndt.train run directory: config.yaml, status.json,
                                progress.csv, last/, checkpoints/{best_masked_loss,...}/
     checkpoints.csv            every kept checkpoint scored on val (nlbpipe.ranking)
     search_progress.png
@@ -37,8 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import contracts
 from .config import ConfigError, RunConfig, apply_overrides, config_from_dict, load_config
+from .contracts import SEARCH_SETUP_JSON
 from .datasets import resolve
+from .errors import NlbpipeError
 from .fileio import write_json_atomic
 from .search_space import SearchSpace, load_search_space, search_space_path, space_from_dict
 
@@ -46,11 +49,10 @@ log = logging.getLogger(__name__)
 
 METRIC_MODES = {"val_co_bps": "max", "val_masked_loss": "min", "val_unmasked_loss": "min"}
 SCHEDULERS = ("fifo", "asha")
-SETUP_FILE = "search_setup.json"
-RUN_DIRNAME = "run"
+SETUP_FILE = SEARCH_SETUP_JSON
 
 
-class SearchError(RuntimeError):
+class SearchError(NlbpipeError, RuntimeError):
     """A search that cannot start or resume; the message says which flag, file or folder is at fault."""
 
 
@@ -96,11 +98,11 @@ class SearchOptions:
 
 def trial_dirname(trial) -> str:
     """Tune's default folder names embed every hyperparameter; the trial id is enough and stable."""
-    return f"trial_{trial.trial_id}"
+    return contracts.trial_dirname(trial.trial_id)
 
 
 def run_dir_of(experiment_dir: Path, trial_id: str) -> Path:
-    return Path(experiment_dir) / f"trial_{trial_id}" / RUN_DIRNAME
+    return contracts.trial_run_dir(experiment_dir, trial_id)
 
 
 # ----------------------------------------------------------------------------------- the trial
@@ -117,7 +119,7 @@ def _plain(metrics: dict) -> dict:
 
 def _restore_last(run_dir: Path, checkpoint) -> None:
     """Rebuild ``run_dir/last`` from Tune's checkpoint when the trial moved to a node that lacks it."""
-    last = run_dir / "last"
+    last = run_dir / contracts.LAST_DIR
     if checkpoint is None or (last / "state.pt").is_file():
         return
     tmp = run_dir / ".last.restoring"
@@ -129,10 +131,10 @@ def _restore_last(run_dir: Path, checkpoint) -> None:
 
 def run_trial(params: dict, *, base_config: dict, experiment_dir: str, metric: str,
               checkpoint_every_s: float = 300.0) -> None:
-    """One Tune trial: the base run config + this trial's hyperparameters → ``nlbpipe.train.train``."""
+    """One Tune trial: the base run config + this trial's hyperparameters → ``nlbpipe.ndt.train.train``."""
     from ray import tune
 
-    from .train import train
+    from .ndt.train import train
 
     cfg = apply_overrides(config_from_dict(base_config, SETUP_FILE), params, "search space")
     trial_id = tune.get_context().get_trial_id()
@@ -149,10 +151,10 @@ def run_trial(params: dict, *, base_config: dict, experiment_dir: str, metric: s
         if checkpoint_dir is not None and now - last_checkpoint[0] >= checkpoint_every_s:
             checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir))
             last_checkpoint[0] = now
-        tune.report(_plain({**metrics, "trial_status": "running"}), checkpoint=checkpoint)
+        tune.report(_plain({**metrics, "trial_status": contracts.RUNNING}), checkpoint=checkpoint)
 
     result = train(cfg, run_dir, report=report)
-    objective = result.best.get(metric, math.nan) if result.status != "diverged" else math.nan
+    objective = result.best.get(metric, math.nan) if result.status != contracts.DIVERGED else math.nan
     final = {k: v for k, v in result.best.items() if not k.startswith("step")}
     final.update({"step": result.step, metric: objective, "trial_status": result.status,
                   "n_checkpoints": len(result.checkpoints)})

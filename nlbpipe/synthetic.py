@@ -45,7 +45,10 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .contracts import EVAL_TARGETS_NAME, PHASES, TRUE_RATES_NAME, check_phase
+from .contracts import SYNTHETIC_MANIFEST as MANIFEST_NAME
 from .datasets import BIN_SIZES, DATASETS, DatasetInfo, dataset_key, resolve
+from .errors import NlbpipeError
 from .fileio import atomic_path, write_json_atomic
 from .rates import RATE_KEYS
 from .settings import get_settings
@@ -54,16 +57,12 @@ from .synthetic_rates import DEFAULT_REALISM, check_realism, realise
 logger = logging.getLogger(__name__)
 
 SYNTHETIC_MARK = "nlbpipe synthetic stand-in"
-MANIFEST_NAME = "synthetic_manifest.json"
-EVAL_TARGETS_NAME = "eval_data_test.h5"
-TRUE_RATES_NAME = "true_rates.h5"
-PHASES = ("val", "test")
 
 _TRUTH_FIELDS = {"spk_field": "truth_spikes", "hospk_field": "truth_heldout_spikes"}
 _PAD_MS = 1000  # recording continues this long after the last trial (forward windows, lags)
 
 
-class SyntheticError(RuntimeError):
+class SyntheticError(NlbpipeError, RuntimeError):
     """A synthetic root that cannot be written or read (names the folder or file)."""
 
 
@@ -382,9 +381,6 @@ def _dmfc_session(model, rng, n_trials, splits, cond_states):
         }
     )
     return _Session(latents, trials, {})
-
-
-_LAG = {"mc_maze": 100, "mc_rtt": 140, "area2_bump": -20, "dmfc_rsg": 0}
 
 
 def _condition_states(model: _Model, rng, n_conds: int):
@@ -804,8 +800,7 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
 
 def true_rates(dataset_key: str, phase: str, root: Path | None = None) -> dict:
     """Ground-truth rates (expected counts per bin) as the six ``RATE_KEYS`` tensors."""
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     root = Path(root) if root is not None else get_settings().synthetic_raw
     path = synthetic_files(info.name, root)["true_rates"]

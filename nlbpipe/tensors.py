@@ -26,18 +26,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .contracts import EVAL_TARGETS_NAME, SCORED_KEY, check_phase
 from .datasets import DatasetInfo, resolve
+from .errors import NlbpipeError
 from .fileio import atomic_path
 from .settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("val", "test")
 CACHE_FORMAT = 3  # 3: + SCORED_KEY; 2: built window by window (nlbpipe.windowed_tensors); 1: by nlb_tools
-# The val split's held-out spikes as nlb_tools' eval *targets* hold them: what NLB scores co-bps on.
-# For dmfc_rsg they are NaN outside set..go (the input tensor covers -1500..0 ms before go); for the
-# other datasets they equal eval_spikes_heldout.
-SCORED_KEY = "eval_target_spikes_heldout"
 VAL_KEYS = (
     "train_spikes_heldin",
     "train_spikes_heldout",
@@ -56,16 +53,10 @@ TEST_KEYS = (
     "train_spikes_heldout_forward",
     "eval_spikes_heldin",
 )
-EVAL_TARGETS_NAME = "eval_data_test.h5"
 
 
-class DataFileError(Exception):
+class DataFileError(NlbpipeError):
     """A missing or unreadable NWB (or targets) file; the message names it."""
-
-
-def _check_phase(phase: str) -> None:
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
 
 
 def _sources(info: DatasetInfo, phase: str, raw_dir: Path) -> list[Path]:
@@ -142,7 +133,7 @@ def check_tensor_trials(tensors: dict, paths: list[Path], phase: str, dataset_ke
 def check_registry(info: DatasetInfo, phase: str, paths: list[Path]) -> None:
     """Units and trials of the files against the registry: another dataset's files under this name
     fail here, in one line naming the file, the expected and the found counts."""
-    from .check import registry_mismatches
+    from .nwbfacts import registry_mismatches
 
     problems = registry_mismatches(info, paths, phase)
     if problems:
@@ -156,8 +147,12 @@ def _build(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path], w
     PSTHs are costly (nlb_tools reloads and smooths the whole file) and only scoring needs them,
     so ``load_tensors`` builds targets without them and ``load_eval_targets`` with them.
     """
-    from nlb_tools.make_tensors import (PARAMS, make_eval_input_tensors,
-                                        make_eval_target_tensors, make_train_input_tensors)
+    from nlb_tools.make_tensors import (
+        PARAMS,
+        make_eval_input_tensors,
+        make_eval_target_tensors,
+        make_train_input_tensors,
+    )
 
     _, bin_ms = resolve(dataset_key)
     ds = _open_dataset(info, bin_ms, phase, paths)
@@ -206,7 +201,7 @@ def reference_build(dataset_key: str, phase: str = "val", raw_dir: Path | None =
                     with_psth: bool = True):
     """``(tensors, targets)`` straight from nlb_tools (whole-session frames): the reference the
     windowed build is tested and benchmarked against; nothing is cached."""
-    _check_phase(phase)
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     raw, _ = _resolve_dirs(raw_dir, None)
     return _build(info, dataset_key, phase, _sources(info, phase, raw), with_psth=with_psth)
@@ -270,7 +265,7 @@ def load_tensors(dataset_key: str, phase: str = "val", raw_dir: Path | None = No
 
     ``val``: ``VAL_KEYS``; ``test``: ``TEST_KEYS`` (train = train+val trials, eval = test trials).
     """
-    _check_phase(phase)
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     raw, cache = _resolve_dirs(raw_dir, cache_dir)
     paths = _sources(info, phase, raw)
@@ -292,7 +287,7 @@ def load_eval_targets(dataset_key: str, phase: str = "val", raw_dir=None, cache_
     ``eval_data_test.h5`` beside the test NWB (synthetic stand-ins write it; for real data the
     targets are hidden on EvalAI).
     """
-    _check_phase(phase)
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     raw, cache = _resolve_dirs(raw_dir, cache_dir)
     if phase == "test":
@@ -319,3 +314,20 @@ def load_eval_targets(dataset_key: str, phase: str = "val", raw_dir=None, cache_
     _write_tensors(tensor_path, tensors, fp, dataset_key, phase)
     _write_targets(target_path, targets, fp)
     return {dataset_key: targets[dataset_key]}
+
+
+def read_targets_file(path: str | os.PathLike, dataset_key: str) -> dict:
+    """An nlb_tools eval-target ``.h5`` (``{dataset_key: {eval_spikes_heldout, ...}}``) as a dict."""
+    from nlb_tools.make_tensors import h5_to_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"--targets {path}: file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            targets = h5_to_dict(f)
+    except OSError as err:
+        raise DataFileError(f"--targets {path}: not a readable HDF5 file: {err}") from err
+    if dataset_key not in targets or "eval_spikes_heldout" not in targets[dataset_key]:
+        raise DataFileError(f"--targets {path}: no {dataset_key}/eval_spikes_heldout; groups: {', '.join(targets) or 'none'}")
+    return targets

@@ -2,8 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from nlbpipe.datasets import (BIN_SIZES, DATASETS, UnknownDatasetError, all_keys, dataset_key,
-                              resolve)
+from nlbpipe.datasets import BIN_SIZES, DATASETS, UnknownDatasetError, all_keys, dataset_key, resolve
 
 
 def test_seven_datasets_fourteen_keys():

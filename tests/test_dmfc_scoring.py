@@ -8,11 +8,11 @@ import json
 import numpy as np
 
 from nlbpipe.config import RunConfig, apply_overrides
+from nlbpipe.ndt.train import train
 from nlbpipe.rates import load_rates
 from nlbpipe.scoring import co_bps, evaluate_rates
 from nlbpipe.synthetic import write_synthetic
 from nlbpipe.tensors import SCORED_KEY, load_eval_targets, load_tensors
-from nlbpipe.train import train
 
 
 def _config(**overrides) -> RunConfig:
@@ -46,7 +46,7 @@ def test_dmfc_training_co_bps_is_nlb_tools_evaluate(tmp_path):
 def test_nan_inputs_do_not_spread_into_rates(tmp_path):
     from test_train import toy_config, toy_tensors
 
-    from nlbpipe.inference import load_checkpoint, predict_rates
+    from nlbpipe.ndt.inference import load_checkpoint, predict_rates
 
     tensors = toy_tensors()
     for key in ("train_spikes_heldin", "eval_spikes_heldin", "train_spikes_heldout"):

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nlbpipe.config import RunConfig, apply_overrides, save_config
-from nlbpipe.train import CHECKPOINT_KINDS, TrainError, learning_rate, main, train
+from nlbpipe.ndt.train import CHECKPOINT_KINDS, TrainError, learning_rate, train
+from nlbpipe.train import main
 
 
 def toy_tensors(n_train=40, n_val=16, T=30, F=6, Nh=12, No=5, seed=0):
