@@ -2,7 +2,7 @@
 """Fetch NLB'21 datasets from DANDI, or write synthetic stand-ins with known rates.
 
     python download_data.py [DATASET ...|all]                      # into $NLB_DATA_RAW
-    python download_data.py --synthetic DATASET ... [--seed N] [--scale F]   # into $NLB_SYNTHETIC_RAW
+    python download_data.py --synthetic DATASET ... [--seed N] [--scale F] [--easy]   # into $NLB_SYNTHETIC_RAW
     python download_data.py --check [DATASET ...] [--synthetic]    # files vs registry and nlb_tools
 
 Every download and synthetic write ends with the same check; a mismatch exits 1, one line each.
@@ -30,6 +30,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="synthetic: random seed (default 0)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="synthetic: share of the real trial counts, in (0, 1] (default 1)")
+    p.add_argument("--easy", action="store_true",
+                   help="synthetic: the easy stand-in (units at ~13 Hz, log-linear held-out map, no extra "
+                        "variability) instead of the realistic one (firing like the real files)")
     p.add_argument("--force", action="store_true", help="synthetic: rewrite even if present")
     p.add_argument("--check", action="store_true",
                    help="only check the files present (units, trials, fields, tensor shapes) against the "
@@ -73,10 +76,11 @@ def fetch(args: argparse.Namespace, names: list[str]) -> int:
     if not args.check:
         for name in names:
             if args.synthetic:
-                print(f"writing synthetic {name} (seed {args.seed}, scale {args.scale}) "
+                realism = "easy" if args.easy else "realistic"
+                print(f"writing synthetic {name} (seed {args.seed}, scale {args.scale}, {realism}) "
                       f"under {settings.synthetic_raw} ...", flush=True)
                 paths = write_synthetic(name, settings.synthetic_raw, seed=args.seed,
-                                        scale=args.scale, force=args.force)
+                                        scale=args.scale, force=args.force, realism=realism)
             else:
                 print(f"downloading {name} into {settings.data_raw} ...", flush=True)
                 paths = download(name, settings.data_raw, progress=not args.no_progress)

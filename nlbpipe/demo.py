@@ -98,7 +98,6 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
     space = yaml.safe_load(search_space_path(config).read_text())
     for key in fixed:
         space.pop(key, None)
-    space.pop("train.warmup_updates", None)
     space["train.warmup_passes"] = {"sample_fn": "randint", "low": 0, "high": size.max_passes // 4 + 1}
     space["train.lr"] = {"sample_fn": "loguniform", "low": size.lr[0], "high": size.lr[1]}
     for key in ("model.dropout", "model.dropout_rates", "model.dropout_embedding"):
@@ -156,7 +155,7 @@ def comparison_rows(paths: dict[str, Path], dataset: str = DATASET) -> list[tupl
     (``paths["ensemble"]``: build_ensemble.py's output folder; synthetic data of ``dataset``)."""
     from threadpoolctl import threadpool_limits
 
-    from .baselines import smoothing_rates
+    from .baselines import smoothing_rates, tune_smoothing
     from .rates import load_rates, weighted_mean_rates
     from .scoring import evaluate_rates
     from .synthetic import true_rates
@@ -179,11 +178,13 @@ def comparison_rows(paths: dict[str, Path], dataset: str = DATASET) -> list[tupl
 
     rows = []
     with threadpool_limits(1, "blas"):
+        smooth = tune_smoothing(dataset, raw, cache)  # kernel width and alpha by val co-bps, for both phases
         for phase in ("val", "test"):
             targets = load_eval_targets(dataset, phase, raw, cache)
             candidates = {
                 "ground truth": true_rates(dataset, phase, raw),
-                "smoothing baseline": smoothing_rates(dataset, phase, raw, cache),
+                "smoothing baseline": smoothing_rates(dataset, phase, raw, cache, kern_sd_ms=smooth["kern_sd_ms"],
+                                                      alpha=smooth["alpha"]),
                 "best single NDT": load_rates(best_dir / contracts.rates_filename(phase)),
                 f"top-N ensemble (N={(record.get('topn') or {}).get('size', '?')})": selection("topn", phase),
                 f"greedy ensemble ({len((record.get('greedy') or {}).get('members', []))} distinct)": selection(

@@ -26,6 +26,8 @@ condition-dependent initial states set each trial's trajectory; a random one-hid
 finger velocity) is a linear readout of the movement latents shifted by the dataset's decoding lag,
 so it is decodable from rates as in NLB. dmfc_rsg's latents run along a fixed path whose speed is
 set by the produced interval ``tp``, so neural speed correlates with ``tp`` as in the real data.
+How realistic the rates drawn from the latents are (firing rates, modulation, held-out map,
+trial-to-trial variability, behaviour noise) is ``synthetic_rates``' business (``realism``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from .errors import NlbpipeError
 from .fileio import atomic_path, write_json_atomic
 from .rates import RATE_KEYS
 from .settings import get_settings
+from .synthetic_rates import DEFAULT_REALISM, check_realism, realise
 
 logger = logging.getLogger(__name__)
 
@@ -413,7 +416,7 @@ def standin_scale(path: Path) -> float | None:
     return float(found.group(1)) if found else None
 
 
-def _simulate(info: DatasetInfo, seed: int, scale: float):
+def _simulate(info: DatasetInfo, seed: int, scale: float, realism: str = DEFAULT_REALISM):
     """Build the model and the train/val and test recordings of one dataset."""
     ss = np.random.SeedSequence([seed, sorted(DATASETS).index(info.name)])
     rng = np.random.default_rng(ss)
@@ -441,6 +444,7 @@ def _simulate(info: DatasetInfo, seed: int, scale: float):
         raise SyntheticError(f"no synthetic generator for {name}")
     trainval = make(n_train + n_val, trval_split)
     test = make(n_test, test_split)
+    realise(model, rng, info, (trainval, test), realism)  # rates, variability, behaviour noise
     return model, rng, trainval, test
 
 
@@ -721,12 +725,13 @@ def _read_manifest(root: Path) -> dict:
 
 
 def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale: float = 1.0,
-                    force=False, targets: bool = True) -> list[Path]:
+                    force=False, targets: bool = True, realism: str = DEFAULT_REALISM) -> list[Path]:
     """Write the stand-in for ``dataset`` under ``root`` (default NLB_SYNTHETIC_RAW).
 
     Skips the work when the manifest says the same seed and scale are already there and every
     file exists (``force`` rewrites). ``targets=False`` leaves out the hidden test targets and
     true rates (most of the cost: nlb_tools' PSTHs), for callers that only need the NWB files.
+    ``realism`` is ``realistic`` (firing like the real files, ``synthetic_rates``) or ``easy``.
     Returns the paths of the written (or present) files.
     """
     if dataset not in DATASETS:
@@ -736,6 +741,10 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
         info = DATASETS[dataset]
     if not (0 < float(scale) <= 1.0):
         raise SyntheticError(f"--scale must be in (0, 1], got {scale}")
+    try:
+        check_realism(realism)
+    except ValueError as err:
+        raise SyntheticError(str(err)) from None
     root = Path(root) if root is not None else get_settings().synthetic_raw
     root = root.expanduser().absolute()
     files = synthetic_files(info.name, root)
@@ -743,7 +752,7 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
     _check_not_real(folder)
     manifest = _read_manifest(root)
     entry = {"dataset": info.name, "seed": int(seed), "scale": float(scale), "nlbpipe_version": __version__,
-             "targets": bool(targets)}
+             "targets": bool(targets), "realism": realism}
     paths = [files["train"], files["test"]]
     if targets:
         paths += [files["eval_targets"], files["true_rates"]]
@@ -751,7 +760,7 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
         logger.info("synthetic %s already present under %s", info.name, root)
         return paths
 
-    model, rng, trainval, test = _simulate(info, int(seed), float(scale))
+    model, rng, trainval, test = _simulate(info, int(seed), float(scale), realism)
     segmented = info.name in SEGMENTED
     if segmented:
         trainval, test = _with_intertrial_gaps(trainval), _with_intertrial_gaps(test)

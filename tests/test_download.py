@@ -1,6 +1,7 @@
 """download(): only the DANDI network call is faked; digests, files, renames and errors are real."""
 
 import hashlib
+import json
 
 import pytest
 import requests
@@ -146,3 +147,9 @@ def test_script_writes_synthetic(nlb_home, capsys):
     assert "units 49 held-in / 16 held-out" in out and "area2_bump_20 test:" in out and "area2_bump: ok" in out
     assert download_data.main(["--synthetic", "area2_bump", "--scale", "2"]) == 2
     assert "scale" in capsys.readouterr().err
+    manifest = json.loads((nlb_home.synthetic_raw / "synthetic_manifest.json").read_text())
+    assert manifest["datasets"]["area2_bump"]["realism"] == "realistic"
+    assert download_data.main(["--synthetic", "area2_bump", "--scale", "0.02", "--seed", "2", "--easy"]) == 0
+    assert "easy" in capsys.readouterr().out
+    manifest = json.loads((nlb_home.synthetic_raw / "synthetic_manifest.json").read_text())
+    assert manifest["datasets"]["area2_bump"]["realism"] == "easy"

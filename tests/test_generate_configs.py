@@ -30,11 +30,12 @@ def test_every_dataset_key_gets_a_valid_config_and_search_space(nlb_home, capsys
         assert cfg.data.dataset == key
         assert Path(cfg.data.raw_dir) == nlb_home.data_raw and Path(cfg.data.cache_dir) == nlb_home.cache_dir
         dims = {d.key: d for d in space.dimensions}
-        assert dims["train.lr"].sample_fn == "loguniform"
-        assert (dims["model.dropout"].low, dims["model.dropout"].high) == (0.3, 0.7)
+        assert (dims["train.lr"].sample_fn, dims["train.lr"].low, dims["train.lr"].high) == ("uniform", 1e-5, 5e-3)
+        dropout = (0.2, 0.6) if key.startswith("area2_bump") else (0.3, 0.7)
+        assert (dims["model.dropout"].low, dims["model.dropout"].high) == dropout
     five = {d.key: d for d in load_search_space(nlb_home.config_dir / "mc_maze.search.yaml").dimensions}
     twenty = {d.key: d for d in load_search_space(nlb_home.config_dir / "mc_maze_20.search.yaml").dimensions}
-    assert (five["model.context_forward"].low, five["model.context_forward"].high) == (10, 101)
+    assert (five["model.context_forward"].low, five["model.context_forward"].high) == (10, 100)
     assert twenty["model.context_forward"].high < five["model.context_forward"].high  # bins are 4x longer
     assert twenty["train.mask_max_span"].high < five["train.mask_max_span"].high
     assert load_config(nlb_home.config_dir / "dmfc_rsg.yaml").model.num_layers == 6  # per-dataset layer
@@ -92,7 +93,30 @@ def test_templates_reproduce_the_2021_regularisation_ranges():
     for key in ("model.dropout", "model.dropout_rates", "model.dropout_embedding"):
         assert base[key] == {"sample_fn": "uniform", "low": 0.3, "high": 0.7}
     assert base["train.weight_decay"] == {"sample_fn": "loguniform", "low": 1e-8, "high": 1e-3}
-    assert base["train.mask_max_span"] == {"sample_fn": "randint", "low": 1, "high": 8}  # 1..7 inclusive
+    assert base["train.mask_max_span"] == {"sample_fn": "randint", "low": 1, "high": 7}  # 1..6 inclusive
+
+
+def test_per_dataset_2021_search_ranges(nlb_home):
+    """area2_bump and dmfc_rsg search what NDT's sweep_bump.json / dmfc_rsg.json searched (20 ms: same ms)."""
+    assert generate_configs.main(["area2_bump", "area2_bump_20", "dmfc_rsg", "dmfc_rsg_20", "mc_rtt"]) == 0
+
+    def dims(key):
+        return {d.key: d for d in load_search_space(nlb_home.config_dir / f"{key}.search.yaml").dimensions}
+
+    bump, bump20 = dims("area2_bump"), dims("area2_bump_20")
+    assert (bump["model.context_backward"].low, bump["model.context_backward"].high) == (4, 100)  # 4..99
+    assert (bump["train.mask_max_span"].low, bump["train.mask_max_span"].high) == (1, 5)  # 1..4
+    assert (bump["train.mask_random_ratio"].low, bump["train.mask_random_ratio"].high) == (0.9, 1.0)
+    assert "train.warmup_passes" not in bump and load_config(
+        nlb_home.config_dir / "area2_bump.yaml").train.warmup_passes == 5000
+    assert (bump20["model.context_forward"].low, bump20["model.context_forward"].high) == (1, 25)
+    assert "train.mask_max_span" not in bump20
+    dmfc, dmfc20, rtt = dims("dmfc_rsg"), dims("dmfc_rsg_20"), dims("mc_rtt")
+    assert (dmfc["model.context_forward"].low, dmfc["model.context_forward"].high) == (40, 240)
+    assert (dmfc20["model.context_forward"].low, dmfc20["model.context_forward"].high) == (10, 60)
+    assert dmfc["train.mask_random_ratio"].low == dmfc20["train.mask_random_ratio"].low == 0.9
+    assert dmfc20["train.mask_max_span"].high == 3  # the 20 ms span range, not dmfc's 5 ms one
+    assert rtt["train.mask_random_ratio"].low == 0.8 and rtt["train.mask_token_ratio"].sample_fn == "loguniform"
 
 
 def test_base_template_states_only_what_differs_from_the_defaults(nlb_home):

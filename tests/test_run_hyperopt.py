@@ -150,7 +150,9 @@ def test_bad_requests_fail_before_ray_starts(configured, args, message):
 
 def test_a_bad_range_in_the_generated_search_space_names_key_and_file(configured, nlb_home):
     path = nlb_home.config_dir / "mc_maze_small.search.yaml"
-    path.write_text(path.read_text().replace("train.lr: {sample_fn: loguniform, low: 1.0e-05",
-                                             "train.lr: {sample_fn: loguniform, low: 0.0"))
+    text = path.read_text()
+    assert "train.lr: {sample_fn: uniform, low: 1.0e-05" in text
+    path.write_text(text.replace("train.lr: {sample_fn: uniform, low: 1.0e-05",
+                                 "train.lr: {sample_fn: loguniform, low: 0.0"))
     out = subprocess.run(_command(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and f"{path}: train.lr: loguniform needs low > 0" in out.stderr, out.stderr[-2000:]

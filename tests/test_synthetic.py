@@ -33,7 +33,8 @@ def test_layout_and_marks(small_synthetic):
     assert INFO.train_path(raw).is_file() and INFO.test_path(raw).is_file()
     manifest = json.loads((raw / MANIFEST_NAME).read_text())
     assert manifest["datasets"]["mc_maze_small"] == {"dataset": "mc_maze_small", "seed": 0, "scale": 0.2,
-                                                     "nlbpipe_version": __version__, "targets": True}
+                                                     "nlbpipe_version": __version__, "targets": True,
+                                                     "realism": "realistic"}
     _, desc, _ = _units(INFO.train_path(raw))
     assert SYNTHETIC_MARK in desc and "NOT real data" in desc
     assert is_synthetic_nwb(INFO.test_path(raw))
@@ -131,3 +132,33 @@ def test_bad_scale_and_unknown_dataset(tmp_path):
 def test_true_rates_missing(tmp_path):
     with pytest.raises(SyntheticError, match="download_data.py --synthetic"):
         true_rates("mc_maze_small", "val", tmp_path)
+
+
+def _heldin_hz(raw, cache, phase="test"):
+    t = load_tensors("mc_maze_small", phase, raw, cache)
+    s = t["eval_spikes_heldin"]
+    return float(np.nansum(s) / (s.shape[0] * s.shape[1] * 0.005 * s.shape[2])), t
+
+
+def test_realistic_firing_follows_the_real_files(small_synthetic, tmp_path):
+    """Realistic (default): a few Hz in the aligned window, log-normal spread; easy: the old ~13 Hz."""
+    fx = small_synthetic
+    hz, _ = _heldin_hz(fx.raw_dir, fx.cache_dir)
+    assert 3.5 < hz < 5.5  # DANDI 000140's test file: 4.4 Hz
+    truth = true_rates("mc_maze_small", "val", fx.raw_dir)
+    unit_hz = np.concatenate([truth["train_rates_heldin"], truth["train_rates_heldout"]], 2).mean((0, 1)) * 200
+    assert 0.7 < np.log(unit_hz).std() < 1.5 and np.median(unit_hz) < hz
+    easy = tmp_path / "easy"
+    write_synthetic("mc_maze_small", easy, seed=0, scale=0.2, targets=False, realism="easy")
+    easy_hz, _ = _heldin_hz(easy, tmp_path / "cache")
+    assert easy_hz > 10
+    assert json.loads((easy / MANIFEST_NAME).read_text())["datasets"]["mc_maze_small"]["realism"] == "easy"
+
+
+def test_realism_changes_what_is_written_and_is_checked(tmp_path):
+    a = write_synthetic("mc_maze_small", tmp_path, seed=3, scale=0.05, targets=False, realism="easy")
+    stamps = [p.stat().st_mtime_ns for p in a]
+    write_synthetic("mc_maze_small", tmp_path, seed=3, scale=0.05, targets=False)  # realistic: rewritten
+    assert [p.stat().st_mtime_ns for p in a] != stamps
+    with pytest.raises(SyntheticError, match="realism must be one of realistic, easy"):
+        write_synthetic("mc_maze_small", tmp_path, scale=0.05, realism="hard")
