@@ -449,9 +449,13 @@ def select(
         n_top = int(size)
         if not 1 <= n_top <= K:
             raise EnsembleError(f"--size {n_top}: the library holds {K} checkpoint(s) with rates (1..{K})")
+    if n_init < 1 or greedy_max_size < 1:
+        raise EnsembleError(f"--greedy-init {n_init} / --greedy-max-size {greedy_max_size}: both must be >= 1")
+    if folds < 0 or folds == 1:
+        raise EnsembleError(f"--folds {folds}: expected 0 (no cross-validation) or at least 2")
     masks = fold_masks(scorer.n_trials, folds, seed)
     run_greedy = method in ("greedy", "both")
-    n_init = max(1, min(n_init, K))
+    n_init = min(n_init, K)  # a library smaller than K: greedy starts from all of it
     max_size = max(greedy_max_size, n_init)
 
     def fold(held):
@@ -629,7 +633,8 @@ def write_ensemble(
 ) -> tuple[dict[str, Path], dict[str, dict]]:
     """Write rates_val.h5, the submission, the curve plot and ensemble.json (last, atomically).
 
-    ensemble.json is written last: its presence means every file it names is complete. With val
+    ensemble.json is removed first and written last: its presence means every file it names is
+    complete and from this run. With val
     ``targets`` (nlb_tools eval-target dict) the ensemble and the best single checkpoint are scored
     on every val metric; returns (paths, {"ensemble": metrics, "best_single": metrics}).
     """
@@ -652,6 +657,9 @@ def write_ensemble(
         best = result.library[int(np.nanargmax(result.single_co_bps))]
         metrics["best_single"] = evaluate_rates(dataset_key, load_rates(best.rates_val), targets)
         metrics["ensemble"] = evaluate_rates(dataset_key, val_rates, targets)
+    # A reader must never pair this run's files with an earlier run's ensemble.json: it goes first,
+    # and comes back (atomically) only after everything it names is written.
+    paths["ensemble_json"].unlink(missing_ok=True)
     save_rates(paths["rates_val"], val_rates, dataset=dataset_key, phase="val", method=result.chosen.method)
     write_submission(paths["submission"], dataset_key, ensemble_rates(result, "test"))
     plot_curve(result, paths["curve_png"], dataset_key)
