@@ -17,18 +17,49 @@ from nlbpipe.settings import get_settings
 from nlbpipe.synthetic import SyntheticError, write_synthetic
 
 
+def non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return n
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("datasets", nargs="*", default=["all"], metavar="DATASET",
                    help=f"one or more of: all, {', '.join(DATASETS)} (default all)")
     p.add_argument("--synthetic", action="store_true",
                    help="write synthetic stand-ins (NLB_SYNTHETIC_RAW) instead of downloading")
-    p.add_argument("--seed", type=int, default=0, help="synthetic: random seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="synthetic: random seed (default 0)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="synthetic: share of the real trial counts, in (0, 1] (default 1)")
     p.add_argument("--force", action="store_true", help="synthetic: rewrite even if present")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p.parse_args(argv)
+
+
+def _os_error_in(err: BaseException) -> OSError | None:
+    """The OSError behind ``err``: HDF5 turns a failed write into a RuntimeError when it closes the file."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _describe(err: OSError) -> str:
+    """``cannot write FILE: File too large`` rather than HDF5's multi-line report."""
+    import os
+    import re
+
+    filename = err.filename or next(iter(re.findall(r"filename = '([^']*)'", str(err))), None)
+    reason = os.strerror(err.errno) if err.errno else " ".join(str(err).split())
+    return f"cannot write {filename}: {reason}" if filename else reason
 
 
 def main(argv=None) -> int:
@@ -54,6 +85,12 @@ def main(argv=None) -> int:
                 print(f"  {path}")
     except (UnknownDatasetError, DownloadError, SyntheticError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a full disk, a read-only or missing folder: partial files are already gone
+        cause = _os_error_in(err)
+        if cause is None:
+            raise
+        print(f"error: {_describe(cause)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted (a download resumes from its .part file next time)", file=sys.stderr)
