@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 
+from nlbpipe.cli import describe_os_error, os_error_in
 from nlbpipe.datasets import DATASETS, UnknownDatasetError
 from nlbpipe.download import DownloadError, download
 from nlbpipe.settings import get_settings
@@ -41,27 +42,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _os_error_in(err: BaseException) -> OSError | None:
-    """The OSError behind ``err``: HDF5 turns a failed write into a RuntimeError when it closes the file."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _describe(err: OSError) -> str:
-    """``cannot write FILE: File too large`` rather than HDF5's multi-line report."""
-    import os
-    import re
-
-    filename = err.filename or next(iter(re.findall(r"filename = '([^']*)'", str(err))), None)
-    reason = os.strerror(err.errno) if err.errno else " ".join(str(err).split())
-    return f"cannot write {filename}: {reason}" if filename else reason
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -87,10 +67,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # a full disk, a read-only or missing folder: partial files are already gone
-        cause = _os_error_in(err)
+        cause = os_error_in(err)
         if cause is None:
             raise
-        print(f"error: {_describe(cause)}", file=sys.stderr)
+        print(f"error: {describe_os_error(cause)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted (a download resumes from its .part file next time)", file=sys.stderr)

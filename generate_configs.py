@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nlbpipe.cli import describe_os_error
 from nlbpipe.config import ConfigError
 from nlbpipe.configs import TEMPLATE_DIR, ConfigsEditedError, expand_keys, generate
 from nlbpipe.datasets import UnknownDatasetError
@@ -31,8 +32,11 @@ def main(argv=None) -> int:
         keys = expand_keys(args.datasets)
         written = generate(keys, settings.config_dir, raw_dir, settings.cache_dir,
                            force=args.force, template_dir=args.template_dir)
-    except (ConfigError, SearchSpaceError, UnknownDatasetError, ConfigsEditedError, FileNotFoundError) as err:
+    except (ConfigError, SearchSpaceError, UnknownDatasetError, ConfigsEditedError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # CONFIG_DIR read-only, or a file where a folder should be
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     for path in written:
         print(f"wrote {path}")

@@ -2,8 +2,41 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 import sys
 from typing import Callable
+
+
+def os_error_in(err: BaseException) -> OSError | None:
+    """The OSError behind ``err`` (HDF5 turns a failed write into a RuntimeError when it closes the
+    file), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line naming the path and the reason: ``cannot write X: No space left on device``,
+    ``X is a file, not a folder``; never HDF5's multi-line report."""
+    filename = err.filename or next(iter(re.findall(r"filename = '([^']*)'", str(err))), None)
+    if filename and err.errno in (errno.EEXIST, errno.ENOTDIR) and type(err) in (FileExistsError, NotADirectoryError):
+        from pathlib import Path
+
+        blocker = next((p for p in [Path(filename), *Path(filename).parents] if p.exists() and not p.is_dir()), None)
+        return f"{blocker or filename} is a file, not a folder (needed for {filename}; check NLB_HOME and the other path variables)"
+    reason = os.strerror(err.errno) if err.errno else " ".join(str(err).split())
+    if not filename:
+        return reason
+    if err.errno == errno.ENOENT:
+        return f"{filename}: {reason}"
+    return f"cannot write {filename}: {reason}" if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT) \
+        else f"{filename}: {reason}"
 
 
 def run_reporting_errors(run: Callable[[], int]) -> int:
@@ -13,10 +46,14 @@ def run_reporting_errors(run: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, OSError, ImportError) as err:  # project errors subclass these
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, ImportError) as err:  # project errors subclass these
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2
     except Exception as err:  # inference/tensor errors (RuntimeError, DataFileError): still one line
-        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        cause = os_error_in(err)
+        print(f"error: {describe_os_error(cause) if cause else f'{type(err).__name__}: {err}'}", file=sys.stderr)
         return 2
