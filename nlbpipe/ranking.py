@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 CSV_NAME = "checkpoints.csv"
 PLOT_NAME = "search_progress.png"
 SCORE_COLUMNS = ("val_co_bps", "val_vel_r2", "val_psth_r2", "val_fp_bps", "val_tp_corr")
-FINAL = ("completed", "early_stopped", "diverged")
+FINAL = ("completed", "early_stopped", "stopped", "diverged")
 
 
 class RankingError(RuntimeError):

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_KINDS = ("best_masked_loss", "best_unmasked_loss", "best_co_bps")
 _KIND_METRIC = {"best_masked_loss": ("val_masked_loss", -1), "best_unmasked_loss": ("val_unmasked_loss", -1),
                 "best_co_bps": ("val_co_bps", +1)}  # metric, and the sign of "better"
-_TERMINAL = ("completed", "early_stopped", "diverged")
+_TERMINAL = ("completed", "early_stopped", "stopped", "diverged")
 _RESUMABLE_DIFFERENCES = {("train", "device"), ("train", "num_threads")}  # may change between a run and its resume
 VAL_MASK_SEED_OFFSET = 7919  # the val batch is masked the same way at every validation
 
@@ -48,7 +48,7 @@ class TrainError(RuntimeError):
 
 @dataclass
 class RunResult:
-    status: str  # "completed" | "early_stopped" | "diverged"
+    status: str  # "completed" | "early_stopped" | "stopped" (by a search's scheduler) | "diverged"
     step: int
     best: dict
     checkpoints: dict[str, Path] = field(default_factory=dict)
@@ -310,9 +310,15 @@ class _Run:
             torch.cuda.set_rng_state_all(state["rng_cuda"])
 
 
+def _started(run_dir: Path) -> bool:
+    """Whether a run trained in ``run_dir`` (a run that failed on its input never did)."""
+    return ((run_dir / "last" / "state.pt").is_file() or (run_dir / "status.json").is_file()
+            or (run_dir / "progress.csv").is_file() or bool(_kept(run_dir)))
+
+
 def _check_resumable(cfg: RunConfig, run_dir: Path) -> None:
     saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
+    if not saved_path.is_file() or not _started(run_dir):
         return
     saved = load_config(saved_path).to_dict()
     now = cfg.to_dict()
@@ -345,14 +351,14 @@ def train(config: RunConfig, run_dir: Path, *, report: Callable[[dict, Path | No
     for folder in [run_dir / "last", *(run_dir / "checkpoints" / k for k in CHECKPOINT_KINDS)]:
         _recover_dir(folder)
     _check_resumable(cfg, run_dir)
-    save_config(cfg, run_dir / "config.yaml")
-    if tensors is None:
+    if tensors is None:  # before config.yaml: a run that fails on its data leaves its folder reusable
         tensors = _load_phase(cfg, "val")
         if test_tensors is None:
             try:
                 test_tensors = _load_phase(cfg, "test")
             except TrainError as err:
                 log.info("test-phase tensors unavailable (%s); test rates will be skipped", err)
+    save_config(cfg, run_dir / "config.yaml")
 
     status_file = run_dir / "status.json"
     if status_file.is_file():
@@ -416,8 +422,10 @@ def train(config: RunConfig, run_dir: Path, *, report: Callable[[dict, Path | No
         log.info("update %d/%d  train %.4f  val masked %.4f  unmasked %.4f  co-bps %.4f  (best %.4f)  %.1f upd/s",
                  run.step, t.max_updates, train_loss, metrics["val_masked_loss"], metrics["val_unmasked_loss"],
                  metrics["val_co_bps"], run.best["val_co_bps"], run.step / max(run.elapsed, 1e-9))
-        if report is not None:
-            report(metrics, last)
+        if report is not None and report(metrics, last) and run.step < t.max_updates:
+            # the caller (a search's scheduler) ends the run here; it ends as an early stop does
+            status, message = "stopped", f"stopped by the search's scheduler at update {run.step}"
+            break
         if stop:
             status = "early_stopped"
             message = f"no better val masked loss for {run.step - run.best['step_masked_loss']} updates"
