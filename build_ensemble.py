@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from nlbpipe.cli import run_reporting_errors
+from nlbpipe.cli import ArgumentParser, run_reporting_errors
 
 
 def size_arg(value: str):
@@ -64,7 +64,7 @@ def non_negative_int(value: str) -> int:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?", help="dataset key, e.g. mc_maze or mc_maze_small_20")
     p.add_argument("--experiment", help="experiment folder, or its name under <results_dir>/<dataset_key>/")
     p.add_argument("--max-models", type=positive_int, default=50, help="library: the top M checkpoints by val co-bps (default 50)")

@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from nlbpipe.cli import describe_os_error, os_error_in
+from nlbpipe.cli import ArgumentParser, describe_os_error, os_error_in
 from nlbpipe.datasets import DATASETS, UnknownDatasetError
 from nlbpipe.download import DownloadError, download
 from nlbpipe.settings import get_settings
@@ -29,7 +29,7 @@ def non_negative_int(value: str) -> int:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("datasets", nargs="*", default=["all"], metavar="DATASET",
                    help=f"one or more of: all, {', '.join(DATASETS)} (default all)")
     p.add_argument("--synthetic", action="store_true",

@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nlbpipe.cli import run_reporting_errors
+from nlbpipe.cli import ArgumentParser, run_reporting_errors
 
 
 def non_negative(value: str) -> float:
@@ -47,7 +47,7 @@ def positive_int(value: str) -> int:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="dataset key (the submission group), e.g. mc_maze or mc_maze_20")
     p.add_argument("file", type=Path, help="the submission .h5")
     p.add_argument("--recompute", metavar="EXPERIMENT_DIR_OR_ENSEMBLE_JSON",

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import re
 import sys
 from typing import Callable
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (``error: argument --seed: ...``), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def os_error_in(err: BaseException) -> OSError | None:

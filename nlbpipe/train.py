@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import masking
+from .cli import ArgumentParser
 from .config import ConfigError, RunConfig, load_config, save_config
 from .fileio import write_json_atomic, write_text_atomic
 from .masking import Layout
@@ -91,7 +92,7 @@ def layout_of(tensors: dict) -> Layout:
                   n_heldout=_require(tensors, "train_spikes_heldout", "val-phase").shape[2])
 
 
-def _load_phase(cfg: RunConfig, phase: str) -> dict:
+def load_phase(cfg: RunConfig, phase: str) -> dict:
     from .tensors import DataFileError, load_tensors  # imported late: only runs not handed tensors need it
 
     raw, cache = (Path(d) if d else None for d in (cfg.data.raw_dir, cfg.data.cache_dir))
@@ -352,10 +353,10 @@ def train(config: RunConfig, run_dir: Path, *, report: Callable[[dict, Path | No
         _recover_dir(folder)
     _check_resumable(cfg, run_dir)
     if tensors is None:  # before config.yaml: a run that fails on its data leaves its folder reusable
-        tensors = _load_phase(cfg, "val")
+        tensors = load_phase(cfg, "val")
         if test_tensors is None:
             try:
-                test_tensors = _load_phase(cfg, "test")
+                test_tensors = load_phase(cfg, "test")
             except TrainError as err:
                 log.info("test-phase tensors unavailable (%s); test rates will be skipped", err)
     save_config(cfg, run_dir / "config.yaml")
@@ -443,7 +444,7 @@ def train(config: RunConfig, run_dir: Path, *, report: Callable[[dict, Path | No
 # ------------------------------------------------------------------------------------------ CLI
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nlbpipe.train", description="Train one NDT from a run config.")
+    parser = ArgumentParser(prog="python -m nlbpipe.train", description="Train one NDT from a run config.")
     parser.add_argument("config", type=Path, help="run config YAML (docs/architecture.md)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.lr=1e-3 (repeatable)")
