@@ -409,6 +409,9 @@ def run_search(opts: SearchOptions):
                               "or --name to start another")
         cfg, space = _base_config(opts)
         setup = None
+    if cfg.train.device == "cuda" and opts.gpus_per_trial == 0:
+        raise SearchError("train.device is cuda but --gpus-per-trial is 0: set train.device=cpu or auto, "
+                          "or reserve GPUs")
     check_data(cfg)
 
     init_ray(opts.address, opts.num_cpus, opts.verbose)
