@@ -20,9 +20,9 @@ from nlbpipe.config import ConfigError
 from nlbpipe.datasets import UnknownDatasetError, resolve
 from nlbpipe.ranking import RankingError, rank_experiment, top
 from nlbpipe.cli import ArgumentParser, describe_os_error
-from nlbpipe.search import (ADDRESS_TIMEOUT_S, DEFAULT_SAMPLES, DEFAULT_SEED, FINAL_STATUSES, METRIC_MODES, SCHEDULERS,
+from nlbpipe.search import (ADDRESS_TIMEOUT_S, DEFAULT_SAMPLES, DEFAULT_SEED, METRIC_MODES, SCHEDULERS,
                             SearchError, SearchOptions, interrupt_on_term, read_setup, run_search,
-                            trial_outcomes)
+                            search_exit, trial_outcomes)
 from nlbpipe.search_space import SearchSpaceError
 from nlbpipe.settings import get_settings
 
@@ -83,8 +83,8 @@ def _resume_command(args) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     settings = get_settings()
-    incomplete = False
     outcomes: dict[str, str] | None = None
+    code, last_line = 0, None
     interrupt_on_term()  # run_search installs it again once Ray has started (ray.init replaces it)
     try:
         resolve(args.dataset)
@@ -105,12 +105,9 @@ def main(argv=None) -> int:
             for status in outcomes.values():
                 counts[status] = counts.get(status, 0) + 1
             print("trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-            planned = read_setup(opts.experiment_dir)["samples"]
-            ended = sum(1 for s in outcomes.values() if s in FINAL_STATUSES or s == "errored")
-            if ended < planned:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
-                incomplete = True
-                print(f"search incomplete ({ended} of {planned} trials ended); continue with: "
-                      f"{_resume_command(args)}", file=sys.stderr)
+            code, last_line = search_exit(outcomes, read_setup(opts.experiment_dir)["samples"])
+            if code == 130:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
+                print(f"{last_line}; continue with: {_resume_command(args)}", file=sys.stderr)
         ranked = rank_experiment(opts.experiment_dir)
     except (ConfigError, SearchSpaceError, SearchError, RankingError, UnknownDatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -128,14 +125,9 @@ def main(argv=None) -> int:
         print(f"  {len(ranked.failed)} checkpoint(s) could not be scored (see the error column)")
     if ranked.n_checkpoints:
         print(top(opts.experiment_dir, 5)[["trial_id", "kind", "val_co_bps"]].to_string(index=False))
-    if incomplete:
-        return 130
-    if outcomes is not None and not any(s in FINAL_STATUSES for s in outcomes.values()):
-        errored = sum(1 for s in outcomes.values() if s == "errored")
-        print(f"error: no trial finished ({errored} errored; see trial_*/error.json or error.txt under "
-              f"{opts.experiment_dir})", file=sys.stderr)
-        return 1
-    return 0
+    if code == 1:
+        print(f"error: {last_line} in {opts.experiment_dir}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

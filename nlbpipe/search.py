@@ -242,7 +242,6 @@ def init_ray(address: str | None, num_cpus: int | None, verbose: int) -> None:
     kwargs: dict[str, Any] = dict(log_to_driver=verbose >= 2, configure_logging=True,
                                   logging_level=logging.WARNING if verbose < 2 else logging.INFO)
     if address:
-        _check_reachable(address)
         try:
             ray.init(address=address, **kwargs)
         except Exception as err:  # ConnectionError, AuthenticationError, ... all mean the same to a user
@@ -412,7 +411,10 @@ def run_search(opts: SearchOptions):
     if cfg.train.device == "cuda" and opts.gpus_per_trial == 0:
         raise SearchError("train.device is cuda but --gpus-per-trial is 0: set train.device=cpu or auto, "
                           "or reserve GPUs")
+    if opts.address:
+        _check_reachable(opts.address)  # before the data: an unreachable head is the quicker answer
     check_data(cfg)
+    exp_dir.mkdir(parents=True, exist_ok=True)  # a read-only or blocked results folder fails before Ray
 
     init_ray(opts.address, opts.num_cpus, opts.verbose)
     try:
@@ -420,7 +422,6 @@ def run_search(opts: SearchOptions):
         gpus = _default_gpus(opts)
         check_resources(opts, cfg, gpus)
         if setup is None:
-            exp_dir.mkdir(parents=True, exist_ok=True)
             setup = _write_setup(opts, cfg, space)
         trainable = _trainable(setup, exp_dir, gpus, opts.cpus_per_trial, opts.checkpoint_every_s)
         print(f"experiment folder: {exp_dir}  ({'resuming' if opts.resume else 'new'}; "
@@ -495,6 +496,18 @@ def trial_outcomes(results) -> dict[str, str]:
         else:
             outcomes[trial_id] = "not started"
     return outcomes
+
+
+def search_exit(outcomes: dict[str, str], planned: int) -> tuple[int, str | None]:
+    """The driver's exit code and its last line: 130 for a search cut short (Ctrl-C, SIGTERM, SIGHUP:
+    --resume continues it), 1 for a search in which no trial finished, 0 otherwise."""
+    ended = sum(1 for s in outcomes.values() if s in FINAL_STATUSES or s == "errored")
+    if ended < planned:
+        return 130, f"search incomplete ({ended} of {planned} trials ended)"
+    if not any(s in FINAL_STATUSES for s in outcomes.values()):
+        errored = sum(1 for s in outcomes.values() if s == "errored")
+        return 1, f"no trial finished ({errored} errored; see each trial's error.json or error.txt)"
+    return 0, None
 
 
 def summarize(results) -> dict:

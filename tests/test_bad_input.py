@@ -59,6 +59,8 @@ class Case:
 # ------------------------------------------------------------------------------------ setups
 
 def _configs(w: World) -> None:
+    """CONFIG_DIR/mc_maze_small.yaml pointing at the session's synthetic stand-in."""
+    w.set(NLB_SYNTHETIC_RAW=w.env.get("NLB_SYNTHETIC_RAW_USE", w.data["synthetic"]))
     out = subprocess.run([sys.executable, str(REPO / "generate_configs.py"), "--synthetic", KEY],
                          env=w.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -113,7 +115,7 @@ def _unreadable_nwb(w: World) -> None:
     nwb = next(raw.rglob("*desc-train*.nwb"))
     nwb.write_bytes(nwb.read_bytes()[:4096])  # truncated: not an HDF5 file any more
     w.data["nwb"] = nwb
-    w.set(NLB_SYNTHETIC_RAW=raw, NLB_CACHE_DIR=w.root / "cache_copy")
+    w.set(NLB_SYNTHETIC_RAW_USE=raw, NLB_CACHE_DIR=w.root / "cache_copy")
     _configs(w)
 
 
@@ -196,6 +198,11 @@ CASES = [
     Case("hyperopt-cuda-without-gpus", "run_hyperopt.py",
          lambda w: [KEY, *HYPEROPT, "--gpus-per-trial", "0", "--set", "train.device=cuda"], "train.device is cuda",
          setup=_configs),
+    Case("hyperopt-results-read-only", "run_hyperopt.py", lambda w: [KEY, *HYPEROPT],
+         "nlbpipe-read-only" if os.geteuid() == 0 else "read_only",
+         setup=lambda w: (_configs(w), w.set(RAY_TUNE_HOME=_read_only_dir(w) / "ray_results"))),
+    Case("hyperopt-results-is-a-file", "run_hyperopt.py", lambda w: [KEY, *HYPEROPT], "a_file is a file, not a folder",
+         setup=lambda w: (_configs(w), w.set(RAY_TUNE_HOME=_a_file(w)))),
     # run_hyperopt.py: requests checked against the (local) cluster before anything is written
     Case("hyperopt-gpu-without-gpu", "run_hyperopt.py", lambda w: [KEY, *HYPEROPT, "--gpus-per-trial", "1"],
          "--gpus-per-trial 1: the Ray cluster has 0 GPU(s)", setup=_configs),
@@ -272,6 +279,7 @@ def test_bad_input(case: Case, tmp_path, small_synthetic):
         lines = [x.strip() for x in out.stdout.splitlines() if x.strip().startswith("FAIL ")]
     assert len(lines) == 1, both[-3000:]
     assert case.expect in lines[0], lines[0]
+    print(f"\nMEASURED {case.id}: rc {out.returncode}, {took:.1f} s: {lines[0]}")
     if case.max_s is not None:
         assert took < case.max_s, f"took {took:.1f} s"
     new = _files(root) - before

@@ -241,3 +241,44 @@ def test_trial_outcomes_come_from_the_run_directories(tmp_path):
     assert trial_outcomes(results) == {"a": "completed", "b": "stopped", "c": "errored", "d": "errored",
                                        "e": "running", "f": "not started"}
     assert summarize(results) == {"completed": 1, "stopped": 1, "errored": 2, "running": 1, "not started": 1}
+
+
+def test_the_exit_code_says_whether_the_search_ended_and_anything_finished():
+    from nlbpipe.search import search_exit
+
+    assert search_exit({"a": "completed", "b": "running"}, 2)[0] == 130  # interrupted: --resume continues
+    assert search_exit({"a": "completed", "b": "not started"}, 2) == (130, "search incomplete (1 of 2 trials ended)")
+    code, line = search_exit({"a": "errored", "b": "errored"}, 2)
+    assert code == 1 and line.startswith("no trial finished (2 errored")  # never exit 0 on nothing
+    assert search_exit({"a": "errored", "b": "stopped"}, 2) == (0, None)
+
+
+@pytest.mark.slow
+def test_a_deterministic_trial_error_is_recorded_as_errored_not_retried(small_synthetic, tmp_path):
+    """run_trial in a real Tune run whose data cannot be loaded (run_search refuses that up front;
+    here the trial meets it): one attempt, recorded as errored with the loader's message."""
+    import ray
+    from ray import tune
+
+    from nlbpipe.config import RunConfig, apply_overrides
+    from nlbpipe.search import run_trial, trial_outcomes
+
+    cfg = apply_overrides(RunConfig(), {"data.dataset": "mc_maze_small", "data.raw_dir": str(tmp_path / "typo"),
+                                        "data.cache_dir": str(small_synthetic.cache_dir)})
+    exp = tmp_path / "exp"
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        fn = tune.with_parameters(run_trial, base_config=cfg.to_dict(), experiment_dir=str(exp / "bad"),
+                                  metric="val_co_bps")
+        results = tune.Tuner(
+            fn, tune_config=tune.TuneConfig(num_samples=1, metric="val_co_bps", mode="max"),
+            run_config=tune.RunConfig(name="bad", storage_path=str(exp), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=2)),
+        ).fit()
+    finally:
+        ray.shutdown()
+    [r] = list(results)
+    assert r.error is None and r.metrics["trial_status"] == "errored"
+    assert "typo" in r.metrics["error"] and r.metrics["training_iteration"] == 1  # one attempt, no retries
+    assert list(trial_outcomes(results).values()) == ["errored"]
+    assert len(r.metrics_dataframe) == 1
