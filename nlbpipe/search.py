@@ -416,6 +416,7 @@ def run_search(opts: SearchOptions):
     check_data(cfg)
     exp_dir.mkdir(parents=True, exist_ok=True)  # a read-only or blocked results folder fails before Ray
 
+    start_reaper()
     init_ray(opts.address, opts.num_cpus, opts.verbose)
     try:
         interrupt_on_term()  # after ray.init, which installs its own SIGTERM handler (sys.exit)
@@ -453,6 +454,40 @@ def run_search(opts: SearchOptions):
         return tuner.fit()
     finally:
         ray.shutdown()  # an interrupted or failed driver leaves no Ray process behind
+
+
+_REAPER = r"""
+import os, sys, time
+import psutil
+driver, me, known = psutil.Process(int(sys.argv[1])), os.getpid(), {}
+while True:
+    try:
+        if driver.status() == psutil.STATUS_ZOMBIE:
+            break
+        known.update({c.pid: c for c in driver.children(recursive=True) if c.pid != me})
+    except psutil.NoSuchProcess:
+        break
+    time.sleep(1.0)
+for proc in known.values():
+    try:
+        proc.kill()  # psutil checks the start time: a reused pid is never hit
+    except psutil.Error:
+        pass
+"""
+
+
+def start_reaper() -> None:
+    """A watcher that kills the Ray processes this driver started once the driver is gone.
+
+    ``ray.shutdown`` covers every exit the driver sees; a ``kill -9`` it never sees, and then Ray's
+    dashboard and runtime-env agents outlive it (they wait on the dead GCS). The watcher runs in its
+    own session (a Ctrl-C on the terminal is the driver's to handle) and knows only the driver's
+    descendants, by pid and start time."""
+    import subprocess
+    import sys
+
+    subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def _as_interrupt(signum, frame):

@@ -186,8 +186,10 @@ def test_asha_ranks_every_trial_it_started_and_build_ensemble_uses_them(configur
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_sigterm_and_sighup_end_like_ctrl_c_and_leave_no_ray_process(configured, sig):
+    """SIGTERM/SIGHUP: Tune's Ctrl-C path, the resume hint, ray.shutdown. SIGKILL (the driver alone,
+    as `kill -9` does it): the reaper ends the Ray processes the driver left."""
     name = f"sig{int(sig)}"
     long = [*TINY, "--set", "train.max_updates=2000"]  # still training when the signal comes
     proc = subprocess.Popen(_command("--samples", "2", "--max-concurrent", "1", "--name", name, *long),
@@ -206,11 +208,17 @@ def test_sigterm_and_sighup_end_like_ctrl_c_and_leave_no_ray_process(configured,
     finally:
         if proc.poll() is None:
             _kill_tree(proc)
-    assert proc.returncode == 130, err[-3000:]
-    assert f"continue with: run_hyperopt.py mc_maze_small --resume --name {name}" in err
-    assert "Traceback" not in err
     _, alive = psutil.wait_procs(family, timeout=30)
-    assert not alive, [(p.pid, p.name()) for p in alive]
+    left = [(p.pid, p.name()) for p in alive]
+    for p in alive:  # never leave them to the next test
+        p.kill()
+    assert not left
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 130, err[-3000:]
+        assert f"continue with: run_hyperopt.py mc_maze_small --resume --name {name}" in err
+        assert "Traceback" not in err
     assert (exp_dir / "search_setup.json").is_file()
 
 
