@@ -41,10 +41,9 @@ def describe_os_error(err: OSError) -> str:
     reason = os.strerror(err.errno) if err.errno else " ".join(str(err).split())
     if not filename:
         return reason
-    if err.errno == errno.ENOENT:
-        return f"{filename}: {reason}"
-    return f"cannot write {filename}: {reason}" if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT) \
-        else f"{filename}: {reason}"
+    if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT):
+        return f"cannot write {filename}: {reason}"
+    return f"{filename}: {reason}"
 
 
 def run_reporting_errors(run: Callable[[], int]) -> int:
