@@ -186,10 +186,11 @@ def test_asha_ranks_every_trial_it_started_and_build_ensemble_uses_them(configur
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
-def test_sigterm_and_sighup_end_like_ctrl_c_and_leave_no_ray_process(configured, sig):
-    """SIGTERM/SIGHUP: Tune's Ctrl-C path, the resume hint, ray.shutdown. SIGKILL (the driver alone,
-    as `kill -9` does it): the reaper ends the Ray processes the driver left."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_sigterm_ends_like_ctrl_c_and_no_ray_process_outlives_the_driver(configured, sig):
+    """SIGTERM: Tune's Ctrl-C path, the resume hint, ray.shutdown. SIGKILL (the driver alone, as
+    `kill -9` does it): the reaper ends the Ray processes the driver left. (SIGHUP takes SIGTERM's
+    handler: test_sighup_and_sigterm_become_ctrl_c.)"""
     name = f"sig{int(sig)}"
     long = [*TINY, "--set", "train.max_updates=2000"]  # still training when the signal comes
     proc = subprocess.Popen(_command("--samples", "2", "--max-concurrent", "1", "--name", name, *long),
@@ -290,3 +291,21 @@ def test_a_deterministic_trial_error_is_recorded_as_errored_not_retried(small_sy
     assert "typo" in r.metrics["error"] and r.metrics["training_iteration"] == 1  # one attempt, no retries
     assert list(trial_outcomes(results).values()) == ["errored"]
     assert len(r.metrics_dataframe) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_sighup_and_sigterm_become_ctrl_c(sig):
+    """The handler run_search installs after ray.init (which sets its own SIGTERM handler): the
+    signal reaches the driver as SIGINT, the path Tune saves the experiment on."""
+    from nlbpipe.search import interrupt_on_term
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupt_on_term()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(sig)
+            time.sleep(1)  # the SIGINT it sends itself arrives here at the latest
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
