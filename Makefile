@@ -1,4 +1,5 @@
 # make install: create or reuse .venv and install nlbpipe into it
+# make lint:    install, then ruff over the whole tree (config in pyproject.toml)
 # make test:    install, then run the test suite
 # make demo:    install, then run the whole pipeline on a synthetic dataset (CPU, no download)
 #
@@ -13,7 +14,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.nlbpipe-installed
 
-.PHONY: install test demo clean-venv
+.PHONY: install lint test demo clean-venv
 
 install: $(STAMP)
 
@@ -26,6 +27,9 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PIP) install --quiet -e ".[$(EXTRAS)]"
 	$(PY) -c "import torch, nlb_tools, ray, skopt, pynwb, dandi, nlbpipe; print('nlbpipe', nlbpipe.__version__, 'torch', torch.__version__, 'ray', ray.__version__)"
 	@touch $@
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 test: install
 	$(PY) -m pytest

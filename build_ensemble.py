@@ -9,7 +9,7 @@ Reads checkpoints.csv and each checkpoint's rates_val.h5 / rates_test.h5 (no inf
 ``--out`` (default ``<submissions_dir>/<dataset_key>/``): ``<dataset_key>_submission.h5`` (test
 rates, the file to upload), ``rates_val.h5``, ``ensemble_curve.png`` and ``ensemble.json``.
 ``--merge OUT FILE...`` instead combines per-dataset submissions into one upload file, refusing a
-dataset group that appears in two files. See nlbpipe/ensemble.py for the methods.
+dataset group that appears in two files. See nlbpipe/ensemble/ for the methods.
 """
 
 from __future__ import annotations
@@ -64,17 +64,25 @@ def non_negative_int(value: str) -> int:
 
 
 def parse_args(argv=None):
+    from nlbpipe.ensemble import MAX_MODELS, METHODS
+    from nlbpipe.ensemble import SELECT_DEFAULTS as D  # the defaults, stated once
+
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?", help="dataset key, e.g. mc_maze or mc_maze_small_20")
     p.add_argument("--experiment", help="experiment folder, or its name under <results_dir>/<dataset_key>/")
-    p.add_argument("--max-models", type=positive_int, default=50, help="library: the top M checkpoints by val co-bps (default 50)")
-    p.add_argument("--size", type=size_arg, default="auto", help="top-N size, or 'auto' = argmax of val co-bps (default)")
-    p.add_argument("--method", choices=("topn", "greedy", "both"), default="both",
-                   help="both (default): compute both, submit the one with the higher cross-validated co-bps")
-    p.add_argument("--greedy-max-size", type=positive_int, default=30, help="greedy: most picks (with replacement), default 30")
-    p.add_argument("--greedy-init", type=positive_int, default=3, help="greedy: start from the top K checkpoints (default 3)")
-    p.add_argument("--folds", type=folds_arg, default=5, help="folds over val trials for the CV figures (0 = none; default 5)")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the fold split")
+    p.add_argument("--max-models", type=positive_int, default=MAX_MODELS,
+                   help="library: the top M checkpoints by val co-bps (default %(default)s)")
+    p.add_argument("--size", type=size_arg, default=D["size"],
+                   help="top-N size, or 'auto' = argmax of val co-bps (default %(default)s)")
+    p.add_argument("--method", choices=METHODS, default=D["method"],
+                   help="both: compute both, submit the one with the higher cross-validated co-bps (default %(default)s)")
+    p.add_argument("--greedy-max-size", type=positive_int, default=D["greedy_max_size"],
+                   help="greedy: most picks (with replacement), default %(default)s")
+    p.add_argument("--greedy-init", type=positive_int, default=D["n_init"],
+                   help="greedy: start from the top K checkpoints (default %(default)s)")
+    p.add_argument("--folds", type=folds_arg, default=D["folds"],
+                   help="folds over val trials for the CV figures (0 = none; default %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=D["seed"], help="seed of the fold split (default %(default)s)")
     p.add_argument("--targets", help="val-phase eval targets .h5 (nlb_tools format); default: from the experiment's data")
     p.add_argument("--out", help="output folder (default <submissions_dir>/<dataset_key>/)")
     p.add_argument("--merge", nargs="+", metavar="PATH", help="OUT FILE [FILE ...]: merge submissions into OUT")

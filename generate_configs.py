@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write CONFIG_DIR/<dataset_key>.yaml and <dataset_key>.search.yaml from templates/.
+"""Write CONFIG_DIR/<dataset_key>.yaml and <dataset_key>.search.yaml from nlbpipe/templates/.
 
     python generate_configs.py                  # all 14 dataset keys
     python generate_configs.py mc_maze mc_maze_20
@@ -11,11 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nlbpipe.cli import ArgumentParser, describe_os_error
-from nlbpipe.config import ConfigError
-from nlbpipe.configs import TEMPLATE_DIR, ConfigsEditedError, expand_keys, generate
-from nlbpipe.datasets import UnknownDatasetError
-from nlbpipe.search_space import SearchSpaceError
+from nlbpipe.cli import ArgumentParser, run_reporting_errors
+from nlbpipe.configs import TEMPLATE_DIR, expand_keys, generate
 from nlbpipe.settings import get_settings
 
 
@@ -26,18 +23,15 @@ def main(argv=None) -> int:
     parser.add_argument("--force", action="store_true", help="overwrite configs even if they were edited by hand")
     parser.add_argument("--template-dir", default=str(TEMPLATE_DIR), help="templates to render (default: %(default)s)")
     args = parser.parse_args(argv)
+    return run_reporting_errors(lambda: write_configs(args))
+
+
+def write_configs(args: argparse.Namespace) -> int:
     settings = get_settings()
     raw_dir = settings.synthetic_raw if args.synthetic else settings.data_raw
-    try:
-        keys = expand_keys(args.datasets)
-        written = generate(keys, settings.config_dir, raw_dir, settings.cache_dir,
-                           force=args.force, template_dir=args.template_dir)
-    except (ConfigError, SearchSpaceError, UnknownDatasetError, ConfigsEditedError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # CONFIG_DIR read-only, or a file where a folder should be
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
-        return 2
+    keys = expand_keys(args.datasets)
+    written = generate(keys, settings.config_dir, raw_dir, settings.cache_dir,
+                       force=args.force, template_dir=args.template_dir)
     for path in written:
         print(f"wrote {path}")
     return 0

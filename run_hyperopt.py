@@ -16,14 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from nlbpipe.config import ConfigError
-from nlbpipe.datasets import UnknownDatasetError, resolve
-from nlbpipe.ranking import RankingError, rank_experiment, top
-from nlbpipe.cli import ArgumentParser, describe_os_error
+from nlbpipe.cli import ArgumentParser, run_reporting_errors
+from nlbpipe.datasets import resolve
+from nlbpipe.ranking import rank_experiment, top
 from nlbpipe.search import (ADDRESS_TIMEOUT_S, DEFAULT_SAMPLES, DEFAULT_SEED, METRIC_MODES, SCHEDULERS,
-                            SearchError, SearchOptions, interrupt_on_term, read_setup, run_search,
-                            search_exit, trial_outcomes)
-from nlbpipe.search_space import SearchSpaceError
+                            SearchOptions, interrupt_on_term, read_setup, run_search, search_exit,
+                            trial_outcomes)
 from nlbpipe.settings import get_settings
 
 
@@ -82,42 +80,37 @@ def _resume_command(args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return run_reporting_errors(lambda: search(args),
+                                interrupted=f"interrupted; continue with: {_resume_command(args)}")
+
+
+def search(args: argparse.Namespace) -> int:
     settings = get_settings()
     outcomes: dict[str, str] | None = None
     code, last_line = 0, None
     interrupt_on_term()  # run_search installs it again once Ray has started (ray.init replaces it)
-    try:
-        resolve(args.dataset)
-        opts = SearchOptions(
-            dataset_key=args.dataset,
-            config_path=args.config or settings.config_dir / f"{args.dataset}.yaml",
-            results_dir=settings.results_dir, samples=args.samples, seed=args.seed, name=args.name,
-            metric=args.metric, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
-            cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
-            overrides=args.overrides, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
-            n_initial_points=args.n_initial_points, acq_func=args.acq_func, max_failures=args.max_failures,
-            verbose=0 if args.quiet else 1,
-        )
-        if not args.rank_only:
-            results = run_search(opts)
-            outcomes = trial_outcomes(results)
-            counts: dict[str, int] = {}
-            for status in outcomes.values():
-                counts[status] = counts.get(status, 0) + 1
-            print("trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-            code, last_line = search_exit(outcomes, read_setup(opts.experiment_dir)["samples"])
-            if code == 130:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
-                print(f"{last_line}; continue with: {_resume_command(args)}", file=sys.stderr)
-        ranked = rank_experiment(opts.experiment_dir)
-    except (ConfigError, SearchSpaceError, SearchError, RankingError, UnknownDatasetError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a read-only results folder, a file where a folder should be
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"interrupted; continue with: {_resume_command(args)}", file=sys.stderr)
-        return 130
+    resolve(args.dataset)
+    opts = SearchOptions(
+        dataset_key=args.dataset,
+        config_path=args.config or settings.config_dir / f"{args.dataset}.yaml",
+        results_dir=settings.results_dir, samples=args.samples, seed=args.seed, name=args.name,
+        metric=args.metric, scheduler=args.scheduler, gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial, max_concurrent=args.max_concurrent,
+        overrides=args.overrides, resume=args.resume, address=args.address, num_cpus=args.num_cpus,
+        n_initial_points=args.n_initial_points, acq_func=args.acq_func, max_failures=args.max_failures,
+        verbose=0 if args.quiet else 1,
+    )
+    if not args.rank_only:
+        results = run_search(opts)
+        outcomes = trial_outcomes(results)
+        counts: dict[str, int] = {}
+        for status in outcomes.values():
+            counts[status] = counts.get(status, 0) + 1
+        print("trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+        code, last_line = search_exit(outcomes, read_setup(opts.experiment_dir)["samples"])
+        if code == 130:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
+            print(f"{last_line}; continue with: {_resume_command(args)}", file=sys.stderr)
+    ranked = rank_experiment(opts.experiment_dir)
     print(f"ranked {ranked.n_checkpoints} checkpoints of {ranked.n_trials} finished trials -> {ranked.csv_path}")
     if outcomes is None and ranked.skipped_running:
         print(f"  {len(ranked.skipped_running)} trial(s) not finished (running, interrupted or errored), not ranked")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Seconds of Ray Tune + searcher overhead per trial, beyond the training itself.
 
-Trains N short NDTs twice on a synthetic dataset: once by calling ``nlbpipe.train.train`` directly
+Trains N short NDTs twice on a synthetic dataset: once by calling ``nlbpipe.ndt.train.train`` directly
 in a loop, once through ``run_hyperopt.py`` (Ray start, skopt suggestions, Tune bookkeeping and
 checkpoints, one trial at a time so the two are comparable), with the same training budget.
 The ranking step is excluded (timed separately). Prints the figures; the last line is JSON.
@@ -38,11 +38,11 @@ def main() -> int:
         os.environ.pop(var, None)
     from nlbpipe.config import load_config
     from nlbpipe.configs import generate
+    from nlbpipe.ndt.train import train
     from nlbpipe.search_space import load_search_space
     from nlbpipe.settings import get_settings
     from nlbpipe.synthetic import write_synthetic
     from nlbpipe.tensors import load_eval_targets, load_tensors
-    from nlbpipe.train import train
 
     s = get_settings()
     print(f"synthetic {args.dataset} (scale {args.scale}) in {home}", flush=True)

@@ -1,6 +1,6 @@
 """Training speed of one NDT run on mc_maze_small-shaped data: what every search trial pays.
 
-Runs ``nlbpipe.train.train`` itself (validation, checkpoints and resume state included) with the
+Runs ``nlbpipe.ndt.train.train`` itself (validation, checkpoints and resume state included) with the
 mc_maze_small template model (4 layers, identity embedding, pre-norm, T-Fixup, learned positions,
 full context, batch 64) on Poisson data shaped like mc_maze_small (75 train / 25 val trials,
 140 + 40 bins, 107 + 35 neurons) for a fixed number of updates, and prints train trials/s,
@@ -27,9 +27,9 @@ import torch
 import yaml
 
 from nlbpipe.config import apply_overrides, config_from_dict
-from nlbpipe.train import train
+from nlbpipe.ndt.train import train
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TEMPLATES = Path(__file__).resolve().parents[1] / "nlbpipe" / "templates"
 
 
 def mc_maze_small_like(seed: int = 0, n_train: int = 75, n_val: int = 25, bins: int = 140, fwd: int = 40,
@@ -52,7 +52,7 @@ def mc_maze_small_like(seed: int = 0, n_train: int = 75, n_val: int = 25, bins: 
 
 
 def template_config():
-    """templates/base.yaml + templates/mc_maze_small.yaml (the model a search starts from)."""
+    """nlbpipe/templates/base.yaml + mc_maze_small.yaml (the model a search starts from)."""
     merged: dict = {}
     for name in ("base.yaml", "mc_maze_small.yaml"):
         path = TEMPLATES / name

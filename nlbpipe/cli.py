@@ -1,4 +1,9 @@
-"""What every top-level script does with an error: one line naming the fault, exit code 2."""
+"""The one error path of every entry point (the five scripts, ``python -m nlbpipe.train``/``.demo``).
+
+An ``NlbpipeError`` (bad input, a malformed file, a run that cannot go on) or an ``OSError`` (a file
+named on the command line that is missing or unreadable; the message names it) becomes one
+``error: ...`` line on stderr and exit code 2. Any other exception is a bug and shows its traceback.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import os
 import re
 import sys
 from typing import Callable
+
+from .errors import NlbpipeError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -46,21 +53,28 @@ def describe_os_error(err: OSError) -> str:
     return f"{filename}: {reason}"
 
 
-def run_reporting_errors(run: Callable[[], int]) -> int:
-    """Run a script's body; a failure becomes ``error: ...`` on stderr and exit 2, never a traceback."""
+USER_ERRORS = (NlbpipeError, OSError)
+
+
+def run_reporting_errors(run: Callable[[], int], interrupted: str = "error: interrupted") -> int:
+    """Run a script's body; a user-facing error becomes one line on stderr and exit 2.
+
+    Ctrl-C prints ``interrupted`` (a script names how to continue) and exits 130.
+    """
     try:
         return run()
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
-    except OSError as err:
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+    except OSError as err:  # a file named on the command line, a full disk, a file where a folder should be
+        print(f"error: {describe_os_error(err) if type(err).__str__ is OSError.__str__ else err}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError, ImportError) as err:  # project errors subclass these
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {msg}", file=sys.stderr)
+    except NlbpipeError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # inference/tensor errors (RuntimeError, DataFileError): still one line
-        cause = os_error_in(err)
-        print(f"error: {describe_os_error(cause) if cause else f'{type(err).__name__}: {err}'}", file=sys.stderr)
+    except Exception as err:
+        cause = os_error_in(err)  # HDF5 turns a failed write into a RuntimeError when it closes the file
+        if cause is None:
+            raise  # a bug: its traceback
+        print(f"error: {describe_os_error(cause)}", file=sys.stderr)
         return 2

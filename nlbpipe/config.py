@@ -17,15 +17,13 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from .errors import SourcedError
 from .fileio import write_text_atomic
+from .ndt.config import ModelConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(SourcedError):
     """A run-config problem; the message names the key and the file (or override source) at fault."""
-
-    def __init__(self, key: str, source: str, problem: str):
-        self.key, self.source, self.problem = key, str(source), problem
-        super().__init__(f"{self.source}: {key}: {problem}")
 
 
 @dataclass
@@ -33,27 +31,6 @@ class DataConfig:
     dataset: str = "mc_maze_small"
     raw_dir: str = ""
     cache_dir: str = ""
-
-
-@dataclass
-class ModelConfig:
-    num_layers: int = 4
-    num_heads: int = 2
-    hidden_size: int = 128
-    activation: str = "relu"
-    dropout: float = 0.2
-    dropout_rates: float = 0.2
-    dropout_embedding: float = 0.2
-    embedding: str = "identity"
-    embed_dim: int = 2
-    max_spike_count: int = 20
-    position: str = "learned"
-    pre_norm: bool = True
-    fixup_init: bool = True
-    scale_norm: bool = False
-    log_rate: bool = True
-    context_forward: int = -1
-    context_backward: int = -1
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Templates → the run config and search space of each dataset key, written to CONFIG_DIR.
 
-Templates are layered (``templates/README.md``): ``base`` → ``bin20`` (20 ms keys only) →
+Templates are layered (``nlbpipe/templates/README.md``): ``base`` → ``bin20`` (20 ms keys only) →
 ``<dataset>`` → ``<dataset>_20`` (20 ms keys, if present), for the run config (``*.yaml``) and the
 search space (``*.search.yaml``) alike. Each layer is checked on its own, so an error names the
 template file that introduced it.
@@ -21,23 +21,24 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from .config import ConfigError, RunConfig, apply_overrides, config_from_dict
+from .contracts import GENERATED_HASHES
 from .datasets import all_keys, resolve
+from .errors import NlbpipeError, SourcedError
 from .fileio import write_json_atomic, write_text_atomic
 from .search_space import SearchSpace, SearchSpaceError, space_from_dict
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
-HASH_FILE = ".generated.json"
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"  # package data: there in any install
+HASH_FILE = GENERATED_HASHES
 
 
-class ConfigsEditedError(RuntimeError):
+class ConfigsEditedError(NlbpipeError, RuntimeError):
     """A generated file was edited by the user (or never generated); refusing to overwrite it."""
 
 
-def _read_yaml(path: Path, source_kind: str) -> Any:
+def _read_yaml(path: Path, error: type[SourcedError]) -> Any:
     try:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        error = ConfigError if source_kind == "config" else SearchSpaceError
         raise error("<file>", str(path), f"not valid YAML: {err}") from None
 
 
@@ -78,7 +79,7 @@ def render_run_config(dataset_key: str, raw_dir: str | os.PathLike, cache_dir: s
     """Merge the run-config layers of a dataset key and fill in its data section."""
     cfg = config_from_dict({}, "<defaults>")
     for path in template_layers(dataset_key, template_dir, ".yaml"):
-        layer = _flatten(_read_yaml(path, "config"), str(path))
+        layer = _flatten(_read_yaml(path, ConfigError), str(path))
         for key in layer:
             if key.startswith("data."):
                 raise ConfigError(key, str(path), "the data section is filled in by generate_configs.py")
@@ -93,7 +94,7 @@ def render_search_space(dataset_key: str, template_dir: Path = TEMPLATE_DIR) -> 
     layers = template_layers(dataset_key, template_dir, ".search.yaml")
     last_source = None
     for path in layers:
-        d = _read_yaml(path, "search")
+        d = _read_yaml(path, SearchSpaceError)
         if d is None:
             continue
         if not isinstance(d, Mapping):

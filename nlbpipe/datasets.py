@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import NlbpipeError
+
 BIN_SIZES = (5, 20)
 
 
-class UnknownDatasetError(ValueError):
+class UnknownDatasetError(NlbpipeError, ValueError):
     """A dataset name or key that is not one of the seven (the message lists the valid ones)."""
 
 
@@ -31,6 +33,7 @@ class DatasetInfo:
     n_train: int
     n_val: int
     n_test: int
+    unconfirmed: tuple[str, ...] = ()  # splits whose trial counts the archive's metadata does not give
 
     def train_path(self, raw_dir) -> Path:
         return Path(raw_dir) / self.dandiset / self.train_file
@@ -43,7 +46,8 @@ class DatasetInfo:
         return self.n_heldin + self.n_heldout
 
 
-def _info(name, dandiset, version, subject, session, has_behavior, heldin, heldout, train, val, test):
+def _info(name, dandiset, version, subject, session, has_behavior, heldin, heldout, train, val, test,
+          unconfirmed=()):
     ses = f"_ses-{session}" if session else ""
     kind = "behavior+ecephys" if has_behavior else "ecephys"
     return DatasetInfo(
@@ -58,16 +62,30 @@ def _info(name, dandiset, version, subject, session, has_behavior, heldin, heldo
         n_train=train,
         n_val=val,
         n_test=test,
+        unconfirmed=tuple(unconfirmed),
     )
 
 
+# Units and trials per split, as the DANDI archive serves the pinned versions. Sources: the DANDI
+# asset summaries of dandisets 000128 (mc_maze), 000129 (mc_rtt), 000127 (area2_bump), 000130
+# (dmfc_rsg), 000138 / 000139 / 000140 (mc_maze_large / medium / small): units in the train file =
+# held-in + held-out, units in the test file = held-in, trial rows in the test file = test; the
+# train/val split of the train file's trials from nlb_tools' split column (NLB'21 paper, Table 1).
+# - dmfc_rsg: the files regenerated 2021-10-29 hold 54 units (40 held-in / 14 held-out) and 283 test
+#   trials (nlb_tools' tutorial table, 45 / 15 and 289, predates the regeneration). Its train/val
+#   counts (754 / 252, the tutorial's) could not be confirmed from the archive's metadata: they are
+#   marked unconfirmed, and the loader checks them against the file's own trials table instead.
+# - mc_rtt: 810 train / 270 val / 272 test (1080 is train + val). n_train is the train split alone
+#   for every dataset.
+# - area2_bump: 98 test trials.
 DATASETS: dict[str, DatasetInfo] = {
     d.name: d
     for d in (
         _info("mc_maze", "000128", "0.220113.0400", "Jenkins", "full", True, 137, 45, 1721, 574, 574),
-        _info("mc_rtt", "000129", "0.241017.1444", "Indy", None, True, 98, 32, 1080, 271, 271),
-        _info("area2_bump", "000127", "0.220113.0359", "Han", None, True, 49, 16, 272, 92, 100),
-        _info("dmfc_rsg", "000130", "0.220113.0407", "Haydn", None, False, 45, 15, 754, 252, 289),
+        _info("mc_rtt", "000129", "0.241017.1444", "Indy", None, True, 98, 32, 810, 270, 272),
+        _info("area2_bump", "000127", "0.220113.0359", "Han", None, True, 49, 16, 272, 92, 98),
+        _info("dmfc_rsg", "000130", "0.220113.0407", "Haydn", None, False, 40, 14, 754, 252, 283,
+              unconfirmed=("train", "val")),
         _info("mc_maze_large", "000138", "0.220113.0407", "Jenkins", "large", True, 122, 40, 375, 125, 100),
         _info("mc_maze_medium", "000139", "0.220113.0408", "Jenkins", "medium", True, 114, 38, 188, 62, 100),
         _info("mc_maze_small", "000140", "0.220113.0408", "Jenkins", "small", True, 107, 35, 75, 25, 100),

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import contracts
+from .cli import run_reporting_errors
 from .settings import get_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,7 +120,7 @@ def run_pipeline(size: DemoSize) -> dict[str, Path]:
 
     _step(f"3/5 Bayesian search: {size.samples} NDTs, {size.concurrent} at a time, {size.max_updates} updates each")
     search_args = [DATASET, "--name", EXPERIMENT, "--num-cpus", str(size.concurrent)]
-    if (exp_dir / "search_setup.json").exists():
+    if (exp_dir / contracts.SEARCH_SETUP_JSON).exists():
         _run("run_hyperopt.py", *search_args, "--resume")
     else:
         _run("run_hyperopt.py", *search_args, "--config", str(demo_config), "--samples", str(size.samples),
@@ -131,13 +133,13 @@ def run_pipeline(size: DemoSize) -> dict[str, Path]:
 
     from .synthetic import synthetic_files
 
-    submission = out_dir / f"{DATASET}_submission.h5"
+    submission = out_dir / contracts.submission_filename(DATASET)
     if not submission.exists():
         submission = next(out_dir.glob("*submission*.h5"))
     test_targets = synthetic_files(SOURCE, settings.synthetic_raw)["eval_targets"]
     _step("5/5 validate the submission: format, recompute from checkpoints, score on the synthetic test phase")
     _run("validate_submission.py", DATASET, str(submission), "--raw-dir", str(settings.synthetic_raw),
-         "--recompute", str(out_dir / "ensemble.json"), "--score", str(test_targets))
+         "--recompute", str(out_dir / contracts.ENSEMBLE_JSON), "--score", str(test_targets))
     return {"experiment": exp_dir, "ensemble": out_dir, "submission": submission, "test_targets": test_targets}
 
 
@@ -146,15 +148,14 @@ def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, fl
     from threadpoolctl import threadpool_limits
 
     from .baselines import smoothing_rates
-    from .ensemble import weighted_mean_rates
-    from .rates import load_rates
+    from .rates import load_rates, weighted_mean_rates
     from .scoring import evaluate_rates
     from .synthetic import true_rates
     from .tensors import load_eval_targets
 
     settings = get_settings()
     raw, cache = settings.synthetic_raw, settings.cache_dir
-    record = json.loads((paths["ensemble"] / "ensemble.json").read_text())
+    record = json.loads((paths["ensemble"] / contracts.ENSEMBLE_JSON).read_text())
     exp_dir = Path(record["experiment_dir"])
     library = {(c["trial_id"], c["kind"]): exp_dir / c["checkpoint_dir"] for c in record["curve"]["library"]}
     best = record["best_single"]
@@ -164,7 +165,7 @@ def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, fl
         sel = record.get(name)
         if not sel:
             return None
-        files = [library[(m["trial_id"], m["kind"])] / f"rates_{phase}.h5" for m in sel["members"]]
+        files = [library[(m["trial_id"], m["kind"])] / contracts.rates_filename(phase) for m in sel["members"]]
         return weighted_mean_rates(files, [m["weight"] for m in sel["members"]])
 
     rows = []
@@ -174,7 +175,7 @@ def comparison_rows(paths: dict[str, Path]) -> list[tuple[str, str, dict[str, fl
             candidates = {
                 "ground truth": true_rates(DATASET, phase, raw),
                 "smoothing baseline": smoothing_rates(DATASET, phase, raw, cache),
-                "best single NDT": load_rates(best_dir / f"rates_{phase}.h5"),
+                "best single NDT": load_rates(best_dir / contracts.rates_filename(phase)),
                 f"top-N ensemble (N={(record.get('topn') or {}).get('size', '?')})": selection("topn", phase),
                 f"greedy ensemble ({len((record.get('greedy') or {}).get('members', []))} distinct)": selection(
                     "greedy", phase),
@@ -197,6 +198,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nlbpipe.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="full", help="full (default, ~10 min) or tiny")
     args = parser.parse_args(argv)
+    return run_reporting_errors(lambda: demo(args))
+
+
+def demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     start = time.time()
     settings = get_settings()
@@ -208,9 +213,9 @@ def main(argv=None) -> int:
     print(f"\n=== {DATASET}: val phase (targets known) and synthetic test phase (hidden targets) ===")
     print(table)
     print("\noutputs:")
-    for name, path in {**paths, "checkpoints.csv": paths["experiment"] / "checkpoints.csv",
-                       "search_progress.png": paths["experiment"] / "search_progress.png",
-                       "ensemble_curve.png": paths["ensemble"] / "ensemble_curve.png",
+    for name, path in {**paths, "checkpoints.csv": paths["experiment"] / contracts.CHECKPOINTS_CSV,
+                       "search_progress.png": paths["experiment"] / contracts.SEARCH_PROGRESS_PNG,
+                       "ensemble_curve.png": paths["ensemble"] / contracts.ENSEMBLE_CURVE_PNG,
                        "table": paths["ensemble"] / "demo_table.txt"}.items():
         print(f"  {name:<20} {path}")
     print(f"\ndone in {time.time() - start:.0f} s")

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .datasets import DATASETS, DatasetInfo, UnknownDatasetError
+from .errors import NlbpipeError
 from .settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ CHUNK = 8 * 1024 * 1024
 DIGEST_TYPE = "dandi-etag"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(NlbpipeError, RuntimeError):
     """DANDI unreachable, an asset missing or corrupt, or a folder of the wrong kind."""
 
 
@@ -65,7 +66,8 @@ def _offline_error(info: DatasetInfo, err: Exception) -> DownloadError:
 
 
 def _refuse_synthetic(folder: Path) -> None:
-    from .synthetic import MANIFEST_NAME, is_synthetic_nwb
+    from .contracts import SYNTHETIC_MANIFEST as MANIFEST_NAME
+    from .synthetic import is_synthetic_nwb
 
     if (folder.parent.parent / MANIFEST_NAME).is_file():
         raise DownloadError(f"{folder.parent.parent} is a synthetic root ({MANIFEST_NAME}); real "

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import NlbpipeError
+
 AESMTE3_ENSEMBLE_SIZES = {
     "area2_bump": 21,
     "dmfc_rsg": 13,
@@ -55,7 +57,7 @@ MODELS_CSV = "models.csv"
 RATES_SUFFIX = ".rates_test.h5"
 
 
-class PublishedFormatError(ValueError):
+class PublishedFormatError(NlbpipeError, ValueError):
     """A published checkpoint folder that does not have (or cannot be used through) the expected layout."""
 
 
@@ -138,7 +140,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> str:
 
 def rederive_published(members: list[PublishedMember]) -> dict:
     """Equal-weight mean of the members' saved test rates; explains what is missing otherwise."""
-    from .ensemble import weighted_mean_rates
+    from .rates import weighted_mean_rates
 
     absent = [m for m in members if not m.rates_test.is_file()]
     if absent:

@@ -15,20 +15,24 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from . import contracts
+from .contracts import CHECKPOINTS_CSV, RATES_TEST, RATES_VAL, SEARCH_PROGRESS_PNG, TERMINAL_STATUSES
+from .errors import EnsembleError, NlbpipeError
 from .fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
-CSV_NAME = "checkpoints.csv"
-PLOT_NAME = "search_progress.png"
+CSV_NAME = CHECKPOINTS_CSV
+PLOT_NAME = SEARCH_PROGRESS_PNG
 SCORE_COLUMNS = ("val_co_bps", "val_vel_r2", "val_psth_r2", "val_fp_bps", "val_tp_corr")
-FINAL = ("completed", "early_stopped", "stopped", "diverged")
+FINAL = TERMINAL_STATUSES
 
 
-class RankingError(RuntimeError):
+class RankingError(NlbpipeError, RuntimeError):
     """An experiment folder that cannot be ranked; names the folder or file."""
 
 
@@ -43,7 +47,7 @@ class RankResult:
 
 
 def _trial_dirs(experiment_dir: Path) -> list[Path]:
-    return sorted(p for p in experiment_dir.glob("trial_*") if (p / "run").is_dir())
+    return sorted(p for p in experiment_dir.glob(f"{contracts.TRIAL_PREFIX}*") if (p / contracts.TRIAL_RUN_DIR).is_dir())
 
 
 def _read_json(path: Path) -> dict:
@@ -86,10 +90,10 @@ def score_checkpoint(ckpt_dir: Path, cache: _Targets | None = None) -> dict[str,
     from .scoring import evaluate_rates
 
     cache = cache or _Targets()
-    cfg = load_config(ckpt_dir / "config.yaml")
-    rates_path = ckpt_dir / "rates_val.h5"
+    cfg = load_config(ckpt_dir / contracts.RUN_CONFIG)
+    rates_path = ckpt_dir / contracts.RATES_VAL
     if not rates_path.is_file():
-        from .inference import load_checkpoint, predict_rates
+        from .ndt.inference import load_checkpoint, predict_rates
         from .rates import save_rates
 
         model, _ = load_checkpoint(ckpt_dir)
@@ -104,16 +108,17 @@ def collect_rows(experiment_dir: Path) -> tuple[list[dict], RankResult]:
     rows, skipped, failed = [], [], []
     trials = _trial_dirs(experiment_dir)
     for trial_dir in trials:
-        trial_id = trial_dir.name.removeprefix("trial_")
-        run_dir = trial_dir / "run"
-        status = _read_json(run_dir / "status.json").get("status", "unknown")
+        trial_id = trial_dir.name.removeprefix(contracts.TRIAL_PREFIX)
+        run_dir = trial_dir / contracts.TRIAL_RUN_DIR
+        status = contracts.read_status(run_dir).get("status", "unknown")
         if status not in FINAL:
             skipped.append(trial_id)
             continue
         params = _read_json(trial_dir / "params.json")
-        finished = (run_dir / "status.json").stat().st_mtime
-        for ckpt in sorted(p for p in (run_dir / "checkpoints").glob("*") if (p / "model.pt").is_file()):
-            metrics = _read_json(ckpt / "metrics.json")
+        finished = (run_dir / contracts.STATUS_JSON).stat().st_mtime
+        checkpoints = (run_dir / contracts.CHECKPOINTS_DIR).glob("*")
+        for ckpt in sorted(p for p in checkpoints if (p / contracts.MODEL_FILE).is_file()):
+            metrics = _read_json(ckpt / contracts.METRICS_JSON)
             row = {"trial_id": trial_id, "kind": ckpt.name,
                    "checkpoint_dir": ckpt.relative_to(experiment_dir).as_posix()}
             try:
@@ -204,4 +209,103 @@ def top(experiment_dir: str | os.PathLike, n: int = 5):
         raise RankingError(f"{path} not found; rank the experiment first")
     df = pd.read_csv(path)
     return df.head(n)
+
+
+# ------------------------------------------------- reading the table back (ensembles, --recompute)
+
+
+
+@dataclass
+class Checkpoint:
+    """One row of checkpoints.csv: a kept checkpoint of one trial."""
+
+    trial_id: str
+    kind: str
+    checkpoint_dir: str  # relative to the experiment folder, as written in the csv
+    path: Path  # absolute
+    val_co_bps: float  # as ranked in the csv
+    csv_metrics: dict = field(default_factory=dict)
+
+    @property
+    def rates_val(self) -> Path:
+        return self.path / RATES_VAL
+
+    @property
+    def rates_test(self) -> Path:
+        return self.path / RATES_TEST
+
+    def describe(self) -> str:
+        return f"{self.trial_id}/{self.kind} ({self.checkpoint_dir})"
+
+
+def read_checkpoints_csv(experiment_dir: str | os.PathLike) -> list[Checkpoint]:
+    """All rows of ``<experiment>/checkpoints.csv``, best val co-bps first (NaN scores dropped)."""
+    import pandas as pd
+
+    experiment_dir = Path(experiment_dir)
+    csv = experiment_dir / CSV_NAME
+    if not csv.is_file():
+        raise EnsembleError(f"{csv} not found: is {experiment_dir} an experiment folder (run_hyperopt.py output)?")
+    try:
+        table = pd.read_csv(csv, dtype={"trial_id": str, "kind": str, "checkpoint_dir": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise EnsembleError(f"{csv} is not a readable csv: {err}") from err
+    missing = [c for c in ("trial_id", "kind", "checkpoint_dir", "val_co_bps") if c not in table.columns]
+    if missing:
+        raise EnsembleError(f"{csv} lacks column(s) {', '.join(missing)}; found {', '.join(map(str, table.columns))}")
+    table["val_co_bps"] = pd.to_numeric(table["val_co_bps"], errors="coerce")
+    table = table[np.isfinite(table["val_co_bps"])].sort_values("val_co_bps", ascending=False, kind="stable")
+    metric_cols = [c for c in table.columns if c.startswith("val_")]
+    rows = []
+    for row in table.to_dict("records"):
+        rel = str(row["checkpoint_dir"])
+        rows.append(
+            Checkpoint(
+                trial_id=str(row["trial_id"]),
+                kind=str(row["kind"]),
+                checkpoint_dir=rel,
+                path=(experiment_dir / rel).absolute(),
+                val_co_bps=float(row["val_co_bps"]),
+                csv_metrics={c: _plain(row[c]) for c in metric_cols if c in row},
+            )
+        )
+    if not rows:
+        raise EnsembleError(f"{csv} has no checkpoint with a finite val_co_bps")
+    return rows
+
+
+def _plain(value):
+    if isinstance(value, (np.floating, float)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def with_rates(checkpoints: Iterable[Checkpoint], log=None) -> list[Checkpoint]:
+    """Keep checkpoints that have both rates files (a run still going has neither yet)."""
+    kept, skipped = [], []
+    for ckpt in checkpoints:
+        (kept if ckpt.rates_val.is_file() and ckpt.rates_test.is_file() else skipped).append(ckpt)
+    if skipped and log:
+        names = ", ".join(c.describe() for c in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        log(f"skipping {len(skipped)} checkpoint(s) without {RATES_VAL}/{RATES_TEST}: {names}")
+    return kept
+
+
+def find_experiment(dataset_key: str, experiment: str | None, results_dir: str | os.PathLike) -> Path:
+    """``--experiment PATH|NAME``, or the dataset's only / most recently ranked experiment."""
+    if experiment:
+        path = Path(experiment)
+        if path.is_dir():
+            return path.absolute()
+        candidate = Path(results_dir) / dataset_key / experiment
+        if candidate.is_dir():
+            return candidate.absolute()
+        raise EnsembleError(f"--experiment {experiment}: neither a folder nor an experiment under {Path(results_dir) / dataset_key}")
+    root = Path(results_dir) / dataset_key
+    found = sorted(root.glob(f"*/{CSV_NAME}"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    if not found:
+        raise EnsembleError(f"no experiment with a {CSV_NAME} under {root}; run run_hyperopt.py {dataset_key} or pass --experiment")
+    return found[-1].parent.absolute()
 

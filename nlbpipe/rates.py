@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, Sequence
 
 import h5py
 import numpy as np
 
+from .errors import EnsembleError, MissingKeyError
 from .fileio import atomic_path
 
 RATE_KEYS = (
@@ -33,7 +35,7 @@ def save_rates(path: str | os.PathLike, rates: Rates, group: str | None = None, 
     (a submission's dataset key); ``attrs`` go on the file root."""
     missing = [k for k in RATE_KEYS if k not in rates]
     if missing:
-        raise KeyError(f"rates for {path} lack {', '.join(missing)}")
+        raise MissingKeyError(f"rates for {path} lack {', '.join(missing)}")
     path = Path(path)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -54,7 +56,62 @@ def load_rates(path: str | os.PathLike) -> Rates:
         with h5py.File(path, "r") as f:
             missing = [k for k in RATE_KEYS if k not in f]
             if missing:
-                raise KeyError(f"{path} lacks {', '.join(missing)}")
+                raise MissingKeyError(f"{path} lacks {', '.join(missing)}")
             return {k: f[k][()] for k in RATE_KEYS}
     except OSError as err:
         raise OSError(f"{path} is not a readable HDF5 rates file: {err}") from err
+
+
+
+def read_rate_tensor(path: Path, key: str) -> np.ndarray:
+    """One tensor of a rates file (an ensemble reads its members one tensor at a time)."""
+    try:
+        with h5py.File(path, "r") as f:
+            if key not in f:
+                raise EnsembleError(f"{path} lacks {key}")
+            return f[key][()]
+    except OSError as err:
+        raise EnsembleError(f"{path} is not a readable HDF5 rates file: {err}") from err
+
+
+# -------------------------------------------------------------------------- rates of an ensemble
+
+
+def weighted_mean_rates(
+    sources: Sequence, weights: Sequence[float], read: Callable[[object, str], np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Σ w_k rates_k per tensor (w_k·rates_k in float32, summed in float64 in member order), as float32.
+
+    ``sources`` are rates files (read one tensor at a time, so memory holds one member's tensor
+    plus the sum) or in-memory rate dicts.
+    """
+    if len(sources) != len(weights) or not sources:
+        raise EnsembleError(f"{len(sources)} member(s) but {len(weights)} weight(s)")
+    read = read or _read_source
+    out = {}
+    for key in RATE_KEYS:
+        acc = None
+        for src, w in zip(sources, weights):
+            x = read(src, key)
+            if isinstance(src, dict) or not (isinstance(x, np.ndarray) and x.dtype == np.float32):
+                x = np.array(x, dtype=np.float32)  # never scale the caller's arrays in place
+            if acc is None:
+                acc = np.zeros(x.shape, np.float64)
+            elif x.shape != acc.shape:
+                raise EnsembleError(f"{_name(src)}: {key} has shape {x.shape}, other members {acc.shape}")
+            x *= np.float32(w)
+            acc += x
+        out[key] = acc.astype(np.float32)
+    return out
+
+
+def _read_source(src, key: str) -> np.ndarray:
+    if isinstance(src, dict):
+        if key not in src:
+            raise EnsembleError(f"member rates lack {key}")
+        return src[key]
+    return read_rate_tensor(Path(src), key)
+
+
+def _name(src) -> str:
+    return str(src) if not isinstance(src, dict) else "member rates"

@@ -8,22 +8,21 @@ metric has one snake_case name wherever it is stored or printed.
 from __future__ import annotations
 
 import logging
-import re
-
 import math
+import re
 
 import numpy as np
 
+from .errors import NlbpipeError
 from .rates import RATE_KEYS
 
 # nlb_tools.evaluation pulls in scikit-learn, scipy and pandas (~150 MB): imported where scored, so
 # a training run, which only needs co_bps_torch, does not carry them.
 
-METRICS = ("co_bps", "vel_r2", "psth_r2", "fp_bps", "tp_corr")
 _NLB_NAMES = {"co-bps": "co_bps", "vel R2": "vel_r2", "psth R2": "psth_r2", "fp-bps": "fp_bps", "tp corr": "tp_corr"}
 
 
-class ScoringError(ValueError):
+class ScoringError(NlbpipeError, ValueError):
     """The rates and the targets do not fit together."""
 
 

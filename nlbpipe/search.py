@@ -5,7 +5,7 @@ Experiment folder (``<results_dir>/<dataset_key>/<name>/``, docs/architecture.md
     search_setup.json          what was searched: base run config, search space, metric, seed
     tuner.pkl, experiment_state-*.json, searcher-state-*.pkl, search_gen_state-*.json   (Ray Tune's)
     trial_<trial_id>/          Tune's trial folder: params.json, result.json, checkpoint_*/ ...
-        run/                   the nlbpipe.train run directory: config.yaml, status.json,
+        run/                   the nlbpipe.ndt.train run directory: config.yaml, status.json,
                                progress.csv, last/, checkpoints/{best_masked_loss,...}/
     checkpoints.csv            every kept checkpoint scored on val (nlbpipe.ranking)
     search_progress.png
@@ -38,24 +38,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import contracts
 from .config import ConfigError, RunConfig, apply_overrides, config_from_dict, load_config
+from .contracts import SEARCH_SETUP_JSON
 from .datasets import resolve
+from .errors import NlbpipeError
 from .fileio import write_json_atomic
-from .ranking import FINAL as FINAL_STATUSES  # a run that has ended (train.py's statuses)
+from .contracts import TERMINAL_STATUSES as FINAL_STATUSES  # a run that has ended
 from .search_space import SearchSpace, load_search_space, search_space_path, space_from_dict
 
 log = logging.getLogger(__name__)
 
 METRIC_MODES = {"val_co_bps": "max", "val_masked_loss": "min", "val_unmasked_loss": "min"}
 SCHEDULERS = ("fifo", "asha")
-SETUP_FILE = "search_setup.json"
+SETUP_FILE = SEARCH_SETUP_JSON
 RUN_DIRNAME = "run"
 STOP_FILE = "stop_requested"  # in a trial's run dir: its scheduler has stopped it (see StoppingASHA)
 DEFAULT_SAMPLES, DEFAULT_SEED = 100, 42
 ADDRESS_TIMEOUT_S = 10.0  # --address: how long to try to reach the head before giving up
 
 
-class SearchError(RuntimeError):
+class SearchError(NlbpipeError, RuntimeError):
     """A search that cannot start or resume; the message says which flag, file or folder is at fault."""
 
 
@@ -101,11 +104,11 @@ class SearchOptions:
 
 def trial_dirname(trial) -> str:
     """Tune's default folder names embed every hyperparameter; the trial id is enough and stable."""
-    return f"trial_{trial.trial_id}"
+    return contracts.trial_dirname(trial.trial_id)
 
 
 def run_dir_of(experiment_dir: Path, trial_id: str) -> Path:
-    return Path(experiment_dir) / f"trial_{trial_id}" / RUN_DIRNAME
+    return contracts.trial_run_dir(experiment_dir, trial_id)
 
 
 # ----------------------------------------------------------------------------------- the trial
@@ -122,7 +125,7 @@ def _plain(metrics: dict) -> dict:
 
 def _restore_last(run_dir: Path, checkpoint) -> None:
     """Rebuild ``run_dir/last`` from Tune's checkpoint when the trial moved to a node that lacks it."""
-    last = run_dir / "last"
+    last = run_dir / contracts.LAST_DIR
     if checkpoint is None or (last / "state.pt").is_file():
         return
     tmp = run_dir / ".last.restoring"
@@ -134,10 +137,10 @@ def _restore_last(run_dir: Path, checkpoint) -> None:
 
 def run_trial(params: dict, *, base_config: dict, experiment_dir: str, metric: str,
               checkpoint_every_s: float = 300.0) -> None:
-    """One Tune trial: the base run config + this trial's hyperparameters → ``nlbpipe.train.train``."""
+    """One Tune trial: the base run config + this trial's hyperparameters → ``nlbpipe.ndt.train.train``."""
     from ray import tune
 
-    from .train import TrainError, train
+    from .ndt.train import TrainError, train
 
     cfg = apply_overrides(config_from_dict(base_config, SETUP_FILE), params, "search space")
     trial_id = tune.get_context().get_trial_id()
@@ -314,7 +317,7 @@ def check_options(opts: SearchOptions) -> None:
 def check_data(cfg: RunConfig) -> None:
     """The configured data loaded once, before any trial: a bad raw_dir fails here in one line,
     not as every trial failing (and being retried) with the same loader error."""
-    from .train import TrainError, load_phase
+    from .ndt.train import TrainError, load_phase
 
     try:
         load_phase(cfg, "val")

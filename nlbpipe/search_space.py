@@ -23,15 +23,13 @@ from typing import Any, Mapping
 
 import yaml
 
+from .errors import SourcedError
+
 SAMPLE_FNS = ("uniform", "loguniform", "randint", "choice")
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(SourcedError):
     """A search-space problem; the message names the key and the file at fault."""
-
-    def __init__(self, key: str, source: str, problem: str):
-        self.key, self.source, self.problem = key, str(source), problem
-        super().__init__(f"{self.source}: {key}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -72,13 +70,6 @@ class Dimension:
         if self.sample_fn == "randint":
             return tune.randint(self.low, self.high)
         return tune.choice(list(self.opts))
-
-    def contains(self, value: Any) -> bool:
-        if self.sample_fn == "choice":
-            return value in self.opts
-        if self.sample_fn == "randint":
-            return float(value).is_integer() and self.low <= value < self.high
-        return self.low <= value <= self.high
 
     def to_python(self, value: Any) -> Any:
         """Plain Python scalars (skopt hands back numpy types, which YAML and JSON refuse)."""

@@ -22,14 +22,13 @@ from typing import Callable, Sequence
 import h5py
 import numpy as np
 
+from .contracts import CHECKPOINTS_CSV, ENSEMBLE_JSON, EVALAI_GROUPS
+from .errors import NlbpipeError
 from .fileio import atomic_path
 from .rates import RATE_KEYS, save_rates
 
-EVALAI_DATASETS = ("mc_maze", "mc_rtt", "area2_bump", "dmfc_rsg", "mc_maze_large", "mc_maze_medium", "mc_maze_small")
-EVALAI_GROUPS = tuple(d + suf for d in EVALAI_DATASETS for suf in ("", "_20"))
 
-
-class SubmissionError(ValueError):
+class SubmissionError(NlbpipeError, ValueError):
     """A submission file, or an option about one, that cannot be used; the message names it."""
 
 
@@ -175,13 +174,10 @@ def expected_shapes(dataset_key: str, raw_dir=None, cache_dir=None, use_local: b
 
         info, _ = resolve(dataset_key)
         if info.test_path(raw_dir).is_file() and info.train_path(raw_dir).is_file():
-            try:
-                from .tensors import load_tensors
-            except ImportError:  # tensors.py not there yet: the registry still knows the shapes
-                load_tensors = None
-            if load_tensors is not None:
-                tensors = load_tensors(dataset_key, "test", raw_dir, cache_dir)
-                return ExpectedShapes(shapes_from_tensors(tensors), f"local test-phase tensors under {raw_dir}")
+            from .tensors import load_tensors
+
+            tensors = load_tensors(dataset_key, "test", raw_dir, cache_dir)
+            return ExpectedShapes(shapes_from_tensors(tensors), f"local test-phase tensors under {raw_dir}")
     return ExpectedShapes(shapes_from_registry(dataset_key), "the dataset registry and nlb_tools PARAMS")
 
 
@@ -311,14 +307,14 @@ def members_from_ensemble_json(path: str | os.PathLike) -> tuple[list[Member], d
 
 def members_from_experiment(experiment_dir: str | os.PathLike, size: int) -> list[Member]:
     """The top ``size`` checkpoints of checkpoints.csv with equal weights (the 2021 recipe)."""
-    from .ensemble import EnsembleError, read_checkpoints_csv
+    from .ranking import EnsembleError, read_checkpoints_csv
 
     try:
         rows = read_checkpoints_csv(experiment_dir)
     except EnsembleError as err:
         raise SubmissionError(str(err)) from err
     if not 1 <= size <= len(rows):
-        raise SubmissionError(f"--size {size}: {Path(experiment_dir) / 'checkpoints.csv'} ranks {len(rows)} checkpoint(s)")
+        raise SubmissionError(f"--size {size}: {Path(experiment_dir) / CHECKPOINTS_CSV} ranks {len(rows)} checkpoint(s)")
     return [Member(r.path, 1.0 / size, f"{r.trial_id}/{r.kind}") for r in rows[:size]]
 
 
@@ -330,13 +326,13 @@ def resolve_members(source: str | os.PathLike, submission_file: Path, size: int 
         return members_from_ensemble_json(source)[0]
     if not source.is_dir():
         raise SubmissionError(f"--recompute {source}: no such file or folder")
-    if (source / "ensemble.json").is_file():
-        return members_from_ensemble_json(source / "ensemble.json")[0]
-    if not (source / "checkpoints.csv").is_file():
+    if (source / ENSEMBLE_JSON).is_file():
+        return members_from_ensemble_json(source / ENSEMBLE_JSON)[0]
+    if not (source / CHECKPOINTS_CSV).is_file():
         raise SubmissionError(f"--recompute {source}: holds neither ensemble.json nor checkpoints.csv")
     if size is not None:
         return members_from_experiment(source, size)
-    beside = Path(submission_file).parent / "ensemble.json"
+    beside = Path(submission_file).parent / ENSEMBLE_JSON
     if beside.is_file():
         members, record = members_from_ensemble_json(beside)
         if Path(record.get("experiment_dir", "")).absolute() == source.absolute():
@@ -349,7 +345,7 @@ def resolve_members(source: str | os.PathLike, submission_file: Path, size: int 
 
 def infer_test_rates(checkpoint: Path, batch_size: int = 256) -> dict:
     """Test-phase rates of one checkpoint by inference (weights_only load, no pickles)."""
-    from .inference import load_checkpoint, predict_rates
+    from .ndt.inference import load_checkpoint, predict_rates
     from .tensors import load_tensors
 
     model, cfg = load_checkpoint(checkpoint)
@@ -359,7 +355,7 @@ def infer_test_rates(checkpoint: Path, batch_size: int = 256) -> dict:
 
 def recompute_rates(members: Sequence[Member], predict: Callable[[Path], dict] | None = None, log=None) -> dict:
     """Weighted mean of the members' re-derived test rates (same accumulation as build_ensemble)."""
-    from .ensemble import weighted_mean_rates
+    from .rates import weighted_mean_rates
 
     predict = predict or infer_test_rates
     outputs = []

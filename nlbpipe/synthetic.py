@@ -8,7 +8,10 @@ What is written for a dataset, under ``<root>/<dandiset>/sub-<subject>/`` (the D
 
 * the train NWB (train + val trials, held-in and held-out units, behaviour) and the test NWB
   (test trials, held-in units only), carrying every field nlb_tools' ``make_tensors.PARAMS``
-  reads for that dataset;
+  reads for that dataset, with the registry's unit and (at scale 1) trial counts; the maze
+  datasets in the DANDI layout of trial segments (one ``obs_intervals`` row per unit and trial,
+  behaviour timestamps only inside trials, unrecorded time between trials), mc_rtt and area2_bump
+  as continuous recordings;
 * ``eval_data_test.h5``: the hidden test targets in the format of nlb_tools' ``eval_data_test.h5``
   (one group per dataset key, 5 and 20 ms), made by nlb_tools' own ``make_eval_target_tensors``
   from a private file that still holds the test trials' held-out units;
@@ -40,7 +43,10 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .contracts import EVAL_TARGETS_NAME, PHASES, TRUE_RATES_NAME, check_phase
+from .contracts import SYNTHETIC_MANIFEST as MANIFEST_NAME
 from .datasets import BIN_SIZES, DATASETS, DatasetInfo, dataset_key, resolve
+from .errors import NlbpipeError
 from .fileio import atomic_path, write_json_atomic
 from .rates import RATE_KEYS
 from .settings import get_settings
@@ -48,16 +54,12 @@ from .settings import get_settings
 logger = logging.getLogger(__name__)
 
 SYNTHETIC_MARK = "nlbpipe synthetic stand-in"
-MANIFEST_NAME = "synthetic_manifest.json"
-EVAL_TARGETS_NAME = "eval_data_test.h5"
-TRUE_RATES_NAME = "true_rates.h5"
-PHASES = ("val", "test")
 
 _TRUTH_FIELDS = {"spk_field": "truth_spikes", "hospk_field": "truth_heldout_spikes"}
 _PAD_MS = 1000  # recording continues this long after the last trial (forward windows, lags)
 
 
-class SyntheticError(RuntimeError):
+class SyntheticError(NlbpipeError, RuntimeError):
     """A synthetic root that cannot be written or read (names the folder or file)."""
 
 
@@ -378,9 +380,6 @@ def _dmfc_session(model, rng, n_trials, splits, cond_states):
     return _Session(latents, trials, {})
 
 
-_LAG = {"mc_maze": 100, "mc_rtt": 140, "area2_bump": -20, "dmfc_rsg": 0}
-
-
 def _condition_states(model: _Model, rng, n_conds: int):
     """Preparatory (2-d) and movement initial (d_move) states per condition, on rings."""
     ang = 2 * np.pi * np.arange(n_conds) / n_conds + rng.uniform(0, 0.3, n_conds)
@@ -393,15 +392,33 @@ def _condition_states(model: _Model, rng, n_conds: int):
     return prep, move
 
 
+def standin_counts(info: DatasetInfo, scale: float) -> tuple[int, int, int]:
+    """Train / val / test trials of a stand-in at ``scale``: the registry's counts at scale 1."""
+    min_eval = 16 if info.name == "dmfc_rsg" else 3  # 2 per dmfc tp-correlation group
+    return (_scaled(info.n_train, scale, max(6, min_eval)), _scaled(info.n_val, scale, min_eval),
+            _scaled(info.n_test, scale, min_eval))
+
+
+def standin_scale(path: Path) -> float | None:
+    """The ``--scale`` a stand-in NWB was written at (from its session_description); None if real."""
+    import re
+
+    try:
+        with h5py.File(path, "r") as f:
+            desc = f["session_description"][()]
+    except (OSError, KeyError):
+        return None
+    desc = desc.decode("utf-8", "replace") if isinstance(desc, bytes) else str(desc)
+    found = re.search(r"scale ([0-9.eE+-]+)", desc) if SYNTHETIC_MARK in desc else None
+    return float(found.group(1)) if found else None
+
+
 def _simulate(info: DatasetInfo, seed: int, scale: float):
     """Build the model and the train/val and test recordings of one dataset."""
     ss = np.random.SeedSequence([seed, sorted(DATASETS).index(info.name)])
     rng = np.random.default_rng(ss)
     model = _Model(rng, info.n_neurons)
-    min_eval = 16 if info.name == "dmfc_rsg" else 3  # 2 per dmfc tp-correlation group
-    n_train = _scaled(info.n_train, scale, max(6, min_eval))
-    n_val = _scaled(info.n_val, scale, min_eval)
-    n_test = _scaled(info.n_test, scale, min_eval)
+    n_train, n_val, n_test = standin_counts(info, scale)
     trval_split = np.array(["train"] * n_train + ["val"] * n_val, dtype=object)
     trval_split = rng.permutation(trval_split)
     test_split = np.array(["test"] * n_test, dtype=object)
@@ -465,10 +482,52 @@ _TRIAL_DESCRIPTIONS = {
 }
 
 
+# --------------------------------------------------------------------------------------------
+# The DANDI layout: maze train/test files hold trial segments, not a continuous recording
+# --------------------------------------------------------------------------------------------
+SEGMENTED = ("mc_maze", "mc_maze_large", "mc_maze_medium", "mc_maze_small")  # mc_rtt, area2_bump: continuous
+_ITI_MS = 200  # unrecorded time between two maze trial segments
+
+
+def _with_intertrial_gaps(session: _Session, gap_ms: int = _ITI_MS) -> _Session:
+    """The session with ``gap_ms`` of rest after every trial (zero latents and velocity, held
+    position): the time between the trial segments of a DANDI maze file."""
+    t = session.trials
+    starts = np.round(t["start_time"].to_numpy() * 1000).astype(int)
+    bounds = list(starts[1:]) + [session.n_ms]
+    pieces, beh = [session.latents[: starts[0]]], {k: [v[: starts[0]]] for k, v in session.behavior.items()}
+    for a, b in zip(starts, bounds):
+        pieces += [session.latents[a:b], np.zeros((gap_ms, session.latents.shape[1]), np.float32)]
+        for k, v in session.behavior.items():
+            rest = np.zeros((gap_ms, v.shape[1]), v.dtype) if k.endswith("_vel") else np.repeat(v[b - 1:b], gap_ms, 0)
+            beh[k] += [v[a:b], rest]
+    trials = t.copy()
+    shift = np.arange(len(t)) * gap_ms / 1000.0
+    for c in trials.columns:
+        if c.endswith("_time"):
+            trials[c] = trials[c] + shift
+    return _Session(np.concatenate(pieces), trials, {k: np.concatenate(v) for k, v in beh.items()})
+
+
+def _trial_segments(session: _Session) -> np.ndarray:
+    """``[trials, 2]`` (s): each trial's recorded segment, its start to its stop."""
+    return session.trials[["start_time", "stop_time"]].to_numpy(dtype=np.float64)
+
+
+def _inside(times: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """Which of the sorted ``times`` fall inside some ``[start, stop)`` segment."""
+    edges = segments.ravel()
+    return (np.searchsorted(edges, times, side="right") % 2) == 1
+
+
 def _write_nwb(path: Path, info: DatasetInfo, kind: str, session: _Session, spikes: list[np.ndarray],
                heldout: np.ndarray, units: np.ndarray, with_behavior: bool, seed: int, scale: float,
-               drop_trial_fields=()):
-    """Write one NLB-layout NWB file (atomically) with the given units, trials and behaviour."""
+               drop_trial_fields=(), segments: np.ndarray | None = None):
+    """Write one NLB-layout NWB file (atomically) with the given units, trials and behaviour.
+
+    ``segments`` (``[n, 2]`` s): the DANDI maze layout, one ``obs_intervals`` row per unit and
+    segment, spikes and behaviour rows (with timestamps) only inside them; None: continuous.
+    """
     from hdmf.common import VectorData, VectorIndex
     from pynwb import NWBHDF5IO, NWBFile, TimeSeries
     from pynwb.file import Subject
@@ -495,14 +554,17 @@ def _write_nwb(path: Path, info: DatasetInfo, kind: str, session: _Session, spik
         nwb.add_trial(**{k: (str(v) if isinstance(v, str) else v) for k, v in rec.items()})
     # the units table in one go (add_unit converts every spike time one by one: slow)
     trains = [np.asarray(spikes[n], dtype=np.float64) for n in units]
+    if segments is not None:
+        trains = [tr[_inside(tr, segments)] for tr in trains]
     spike_times = VectorData(name="spike_times", description="spike times (s)",
                              data=np.concatenate(trains) if trains else np.zeros(0))
     spike_index = VectorIndex(name="spike_times_index", target=spike_times,
                               data=np.cumsum([len(t) for t in trains]).astype(np.int64))
+    per_unit = np.array([[0.0, T_s]]) if segments is None else np.asarray(segments, dtype=np.float64)
     obs = VectorData(name="obs_intervals", description="observation intervals (s)",
-                     data=np.tile([[0.0, T_s]], (len(units), 1)))
+                     data=np.tile(per_unit, (len(units), 1)))
     obs_index = VectorIndex(name="obs_intervals_index", target=obs,
-                            data=np.arange(1, len(units) + 1, dtype=np.int64))
+                            data=np.arange(1, len(units) + 1, dtype=np.int64) * len(per_unit))
     held = VectorData(name="heldout", description="held-out unit (NLB co-smoothing target)",
                       data=np.asarray(heldout[units], dtype=bool))
     nwb.units = Units(name="units", description="sorted units (synthetic)", id=[int(n) for n in units],
@@ -511,8 +573,14 @@ def _write_nwb(path: Path, info: DatasetInfo, kind: str, session: _Session, spik
         module = nwb.create_processing_module("behavior", "behavioural data (synthetic)")
         for name, arr in session.behavior.items():
             unit = "mm/s" if name.endswith("vel") else "mm"
-            module.add(TimeSeries(name=name, data=arr, unit=unit, rate=1000.0, starting_time=0.0,
-                                  comments="columns=[x,y]", description=f"synthetic {name}"))
+            if segments is None:
+                module.add(TimeSeries(name=name, data=arr, unit=unit, rate=1000.0, starting_time=0.0,
+                                      comments="columns=[x,y]", description=f"synthetic {name}"))
+                continue
+            ms = np.arange(arr.shape[0])
+            keep = _inside(ms / 1000.0, np.round(segments, 3))
+            module.add(TimeSeries(name=name, data=arr[keep], unit=unit, timestamps=ms[keep] / 1000.0,
+                                  comments="columns=[x,y]", description=f"synthetic {name} (inside trials)"))
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not end in '.nwb'.*")
         with NWBHDF5IO(str(tmp), "w") as io:
@@ -568,10 +636,11 @@ def _phase_truth(ds, name: str, phase: str) -> dict:
 def _targets_and_truth(hidden_path: Path, info: DatasetInfo, model: _Model, full: _Session):
     """Hidden test targets and ground-truth rate tensors, for both bin sizes, via nlb_tools."""
     from nlb_tools.make_tensors import PARAMS, make_eval_target_tensors
-    from nlb_tools.nwb_interface import NWBDataset
+
+    from .nwbload import open_nwb_dataset
 
     name = info.name
-    ds = NWBDataset(str(hidden_path))
+    ds = open_nwb_dataset(hidden_path)
     truth = _truth_1ms(model, full.latents)
     n_in = info.n_heldin
     ds.add_continuous_data(truth[:, :n_in], "truth_spikes", chan_names=ds.data["spikes"].columns)
@@ -694,6 +763,9 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
         write_json_atomic(root / MANIFEST_NAME, manifest)
 
     model, rng, trainval, test = _simulate(info, int(seed), float(scale))
+    segmented = info.name in SEGMENTED
+    if segmented:
+        trainval, test = _with_intertrial_gaps(trainval), _with_intertrial_gaps(test)
     full, _ = _offset_session(trainval, test)
     spikes = _spike_times(model, rng, full.latents)
     shift = int(np.ceil(trainval.n_ms / 1000.0) * 1000)
@@ -712,9 +784,10 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
     else:  # stale targets of an earlier seed must not survive beside new NWB files
         files["eval_targets"].unlink(missing_ok=True)
         files["true_rates"].unlink(missing_ok=True)
-    _write_nwb(files["train"], info, "train", trainval, spikes_trainval, heldout, all_units, True, seed, scale)
+    _write_nwb(files["train"], info, "train", trainval, spikes_trainval, heldout, all_units, True, seed, scale,
+               segments=_trial_segments(trainval) if segmented else None)
     _write_nwb(files["test"], info, "test", test, spikes_test, heldout, heldin_units, False, seed, scale,
-               drop_trial_fields=drop_test)
+               drop_trial_fields=drop_test, segments=_trial_segments(test) if segmented else None)
     if targets:
         _save_nested_h5(files["eval_targets"], eval_targets, synthetic=SYNTHETIC_MARK, seed=int(seed),
                         scale=float(scale))
@@ -729,8 +802,7 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
 
 def true_rates(dataset_key: str, phase: str, root: Path | None = None) -> dict:
     """Ground-truth rates (expected counts per bin) as the six ``RATE_KEYS`` tensors."""
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     root = Path(root) if root is not None else get_settings().synthetic_raw
     path = synthetic_files(info.name, root)["true_rates"]

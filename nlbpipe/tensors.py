@@ -10,6 +10,10 @@ benchmark's.
 Phases: ``val`` trains on the train split and evaluates on val (targets known, built here);
 ``test`` trains on train+val and evaluates on test (held-out targets hidden; a synthetic
 stand-in keeps them in ``eval_data_test.h5`` beside the test NWB).
+
+Checks: before a build, the files' units and trials against the registry (``check_registry``: a
+dataset's files under another's name fail in one line); after it, the trials in each tensor against
+the files' own trials tables (``check_tensor_trials``: a lost trial is an error, never a silent drop).
 """
 
 from __future__ import annotations
@@ -22,14 +26,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .contracts import EVAL_TARGETS_NAME, SCORED_KEY, check_phase
 from .datasets import DatasetInfo, resolve
+from .errors import NlbpipeError
 from .fileio import atomic_path
 from .settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("val", "test")
-CACHE_FORMAT = 2  # 2: built window by window (nlbpipe.windowed_tensors); 1: by nlb_tools
+CACHE_FORMAT = 3  # 3: + SCORED_KEY; 2: built window by window (nlbpipe.windowed_tensors); 1: by nlb_tools
 VAL_KEYS = (
     "train_spikes_heldin",
     "train_spikes_heldout",
@@ -39,6 +44,7 @@ VAL_KEYS = (
     "eval_spikes_heldout",
     "eval_spikes_heldin_forward",
     "eval_spikes_heldout_forward",
+    SCORED_KEY,
 )
 TEST_KEYS = (
     "train_spikes_heldin",
@@ -47,16 +53,10 @@ TEST_KEYS = (
     "train_spikes_heldout_forward",
     "eval_spikes_heldin",
 )
-EVAL_TARGETS_NAME = "eval_data_test.h5"
 
 
-class DataFileError(Exception):
+class DataFileError(NlbpipeError):
     """A missing or unreadable NWB (or targets) file; the message names it."""
-
-
-def _check_phase(phase: str) -> None:
-    if phase not in PHASES:
-        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}")
 
 
 def _sources(info: DatasetInfo, phase: str, raw_dir: Path) -> list[Path]:
@@ -96,23 +96,49 @@ def _check_readable(paths: list[Path]) -> None:
 
 
 def _open_dataset(info: DatasetInfo, bin_ms: int, phase: str, paths: list[Path]):
-    """Load with nlb_tools and re-bin; an unreadable file raises DataFileError naming it."""
-    from nlb_tools.nwb_interface import NWBDataset
+    """Load with nlb_tools (``nlbpipe.nwbload``: sorted, whole) and re-bin; errors name the files."""
+    from .nwbload import TrialCountError, open_nwb_dataset
 
     _check_readable(paths)
-    if len(paths) == 1:
-        target, prefix = str(paths[0]), ""
-    else:  # both files of the dataset: NWBDataset stacks them into one recording
-        names = [p.name for p in paths]
-        prefix = os.path.commonprefix(names)
-        target = str(paths[0].parent)
     try:
-        ds = NWBDataset(target, prefix)
+        ds = open_nwb_dataset(paths)
         ds.resample(bin_ms)
+    except TrialCountError as err:
+        raise DataFileError(str(err)) from err
     except Exception as err:  # nlb_tools raises bare asserts/KeyErrors on malformed files
         raise DataFileError(f"cannot load {', '.join(map(str, paths))} with nlb_tools: "
                             f"{type(err).__name__}: {err}") from err
     return ds
+
+
+def check_tensor_trials(tensors: dict, paths: list[Path], phase: str, dataset_key: str) -> None:
+    """Train/eval tensors hold exactly the trials of their splits in the files' own trials tables."""
+    from .nwbload import file_split_counts
+
+    counts = {}
+    for p in paths:
+        for split, n in file_split_counts(p).items():
+            counts[split] = counts.get(split, 0) + n
+    train_splits = ("train",) if phase == "val" else ("train", "val")
+    eval_split = "val" if phase == "val" else "test"
+    for prefix, splits in (("train", train_splits), ("eval", (eval_split,))):
+        want = sum(counts.get(s, 0) for s in splits)
+        got = int(np.shape(tensors[f"{prefix}_spikes_heldin"])[0])
+        if got != want:
+            raise DataFileError(f"{dataset_key} {phase}: {prefix}_spikes_heldin holds {got} trials but the "
+                                f"trials table of {', '.join(map(str, paths))} has {want} in split "
+                                f"{'+'.join(splits)}")
+
+
+def check_registry(info: DatasetInfo, phase: str, paths: list[Path]) -> None:
+    """Units and trials of the files against the registry: another dataset's files under this name
+    fail here, in one line naming the file, the expected and the found counts."""
+    from .nwbfacts import registry_mismatches
+
+    problems = registry_mismatches(info, paths, phase)
+    if problems:
+        raise DataFileError(problems[0] + (f" (and {len(problems) - 1} more mismatches: "
+                                           f"download_data.py --check {info.name})" if len(problems) > 1 else ""))
 
 
 def _build(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path], with_psth: bool):
@@ -121,8 +147,12 @@ def _build(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path], w
     PSTHs are costly (nlb_tools reloads and smooths the whole file) and only scoring needs them,
     so ``load_tensors`` builds targets without them and ``load_eval_targets`` with them.
     """
-    from nlb_tools.make_tensors import (PARAMS, make_eval_input_tensors,
-                                        make_eval_target_tensors, make_train_input_tensors)
+    from nlb_tools.make_tensors import (
+        PARAMS,
+        make_eval_input_tensors,
+        make_eval_target_tensors,
+        make_train_input_tensors,
+    )
 
     _, bin_ms = resolve(dataset_key)
     ds = _open_dataset(info, bin_ms, phase, paths)
@@ -141,8 +171,11 @@ def _build(info: DatasetInfo, dataset_key: str, phase: str, paths: list[Path], w
                                            include_psth=with_psth and "psth_params" in PARAMS[name])
         tensors["eval_spikes_heldin_forward"] = targets[dataset_key]["eval_spikes_heldin_forward"]
         tensors["eval_spikes_heldout_forward"] = targets[dataset_key]["eval_spikes_heldout_forward"]
+    if phase == "val":
+        tensors[SCORED_KEY] = targets[dataset_key]["eval_spikes_heldout"]
     keys = VAL_KEYS if phase == "val" else TEST_KEYS
     tensors = {k: np.asarray(tensors[k], dtype=np.float32) for k in keys}
+    check_tensor_trials(tensors, paths, phase, dataset_key)
     return tensors, targets
 
 
@@ -151,20 +184,24 @@ def _build_windowed(info: DatasetInfo, dataset_key: str, phase: str, paths: list
     from .windowed_tensors import build_windowed
 
     _check_readable(paths)
+    check_registry(info, phase, paths)
     _, bin_ms = resolve(dataset_key)
     logger.info("building %s %s tensors window by window", dataset_key, phase)
     try:
-        return build_windowed(info.name, dataset_key, bin_ms, phase, paths, with_psth, VAL_KEYS, TEST_KEYS)
+        tensors, targets = build_windowed(info.name, dataset_key, bin_ms, phase, paths, with_psth,
+                                          VAL_KEYS, TEST_KEYS)
     except (KeyError, ValueError, OSError) as err:
         raise DataFileError(f"cannot build {dataset_key} {phase} tensors from "
                             f"{', '.join(map(str, paths))}: {type(err).__name__}: {err}") from err
+    check_tensor_trials(tensors, paths, phase, dataset_key)
+    return tensors, targets
 
 
 def reference_build(dataset_key: str, phase: str = "val", raw_dir: Path | None = None,
                     with_psth: bool = True):
     """``(tensors, targets)`` straight from nlb_tools (whole-session frames): the reference the
     windowed build is tested and benchmarked against; nothing is cached."""
-    _check_phase(phase)
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     raw, _ = _resolve_dirs(raw_dir, None)
     return _build(info, dataset_key, phase, _sources(info, phase, raw), with_psth=with_psth)
@@ -228,7 +265,7 @@ def load_tensors(dataset_key: str, phase: str = "val", raw_dir: Path | None = No
 
     ``val``: ``VAL_KEYS``; ``test``: ``TEST_KEYS`` (train = train+val trials, eval = test trials).
     """
-    _check_phase(phase)
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     raw, cache = _resolve_dirs(raw_dir, cache_dir)
     paths = _sources(info, phase, raw)
@@ -250,7 +287,7 @@ def load_eval_targets(dataset_key: str, phase: str = "val", raw_dir=None, cache_
     ``eval_data_test.h5`` beside the test NWB (synthetic stand-ins write it; for real data the
     targets are hidden on EvalAI).
     """
-    _check_phase(phase)
+    check_phase(phase)
     info, _ = resolve(dataset_key)
     raw, cache = _resolve_dirs(raw_dir, cache_dir)
     if phase == "test":
@@ -277,3 +314,20 @@ def load_eval_targets(dataset_key: str, phase: str = "val", raw_dir=None, cache_
     _write_tensors(tensor_path, tensors, fp, dataset_key, phase)
     _write_targets(target_path, targets, fp)
     return {dataset_key: targets[dataset_key]}
+
+
+def read_targets_file(path: str | os.PathLike, dataset_key: str) -> dict:
+    """An nlb_tools eval-target ``.h5`` (``{dataset_key: {eval_spikes_heldout, ...}}``) as a dict."""
+    from nlb_tools.make_tensors import h5_to_dict
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"--targets {path}: file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            targets = h5_to_dict(f)
+    except OSError as err:
+        raise DataFileError(f"--targets {path}: not a readable HDF5 file: {err}") from err
+    if dataset_key not in targets or "eval_spikes_heldout" not in targets[dataset_key]:
+        raise DataFileError(f"--targets {path}: no {dataset_key}/eval_spikes_heldout; groups: {', '.join(targets) or 'none'}")
+    return targets

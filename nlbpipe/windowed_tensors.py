@@ -17,6 +17,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 
+from .contracts import SCORED_KEY
 from .psth import make_psth
 from .recording import Recording, read_recording, stack_recordings
 from .windows import behavior_windows, count_spikes, jagged, stack, trial_windows
@@ -189,6 +190,7 @@ def build_windowed(name: str, dataset_key: str, bin_ms: int, phase: str, paths: 
         targets = {dataset_key: inner}
         tensors["eval_spikes_heldin_forward"] = inner["eval_spikes_heldin_forward"]
         tensors["eval_spikes_heldout_forward"] = inner["eval_spikes_heldout_forward"]
+        tensors[SCORED_KEY] = inner["eval_spikes_heldout"]  # what NLB scores co-bps on
         keys = val_keys
     else:  # nlb_tools stacks the files (in name order: test before train) into one recording
         rec = stack_recordings([read_recording(p) for p in sorted(paths, key=lambda p: p.name)])

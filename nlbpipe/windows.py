@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .recording import RATE_HZ, Recording
+from .recording import Recording
 
 US = 1000  # ns: nlb_tools ends windows 1 us early so .loc slicing excludes the end
 DECIMATE_TAPS = 501  # nlb_tools resamples behaviour with decimate(n=500, ftype="fir")

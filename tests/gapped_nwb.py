@@ -52,7 +52,10 @@ def write_gapped(src: Path, dst: Path, gap_ms: int = 30) -> Path:
         module = out.create_processing_module("behavior", "behaviour inside trials only")
         for name, ts in nwb.processing["behavior"].data_interfaces.items():
             data = np.asarray(ts.data[()])
-            t = np.arange(data.shape[0]) / ts.rate + ts.starting_time
+            if ts.timestamps is not None:  # a stand-in already in the DANDI layout
+                t = np.asarray(ts.timestamps[()])
+            else:
+                t = np.arange(data.shape[0]) / ts.rate + ts.starting_time
             ms = np.round(t * 1000).astype(int)
             inside = np.zeros(ms.shape, bool)
             for a, b in np.round(seg * 1000).astype(int):

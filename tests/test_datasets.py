@@ -2,8 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from nlbpipe.datasets import (BIN_SIZES, DATASETS, UnknownDatasetError, all_keys, dataset_key,
-                              resolve)
+from nlbpipe.datasets import BIN_SIZES, DATASETS, UnknownDatasetError, all_keys, dataset_key, resolve
 
 
 def test_seven_datasets_fourteen_keys():
@@ -45,10 +44,16 @@ def test_dandi_facts():
     assert DATASETS["mc_rtt"].train_file == "sub-Indy/sub-Indy_desc-train_behavior+ecephys.nwb"
     assert maze.train_path("/raw") == Path("/raw/000128/sub-Jenkins/sub-Jenkins_ses-full_desc-train_behavior+ecephys.nwb")
     counts = {n: (d.n_heldin, d.n_heldout) for n, d in DATASETS.items()}
-    assert counts == {"mc_maze": (137, 45), "mc_rtt": (98, 32), "area2_bump": (49, 16), "dmfc_rsg": (45, 15),
+    assert counts == {"mc_maze": (137, 45), "mc_rtt": (98, 32), "area2_bump": (49, 16), "dmfc_rsg": (40, 14),
                       "mc_maze_large": (122, 40), "mc_maze_medium": (114, 38), "mc_maze_small": (107, 35)}
     small = DATASETS["mc_maze_small"]
     assert (small.n_train, small.n_val, small.n_test) == (75, 25, 100)
     assert (DATASETS["mc_maze_large"].n_train, DATASETS["mc_maze_large"].n_val) == (375, 125)
+    # DANDI asset summaries (issue 9): n_train is the train split alone everywhere
+    trials = {n: (d.n_train, d.n_val, d.n_test) for n, d in DATASETS.items()}
+    assert trials["mc_rtt"] == (810, 270, 272)
+    assert trials["area2_bump"][2] == 98 and trials["dmfc_rsg"][2] == 283
+    assert DATASETS["dmfc_rsg"].unconfirmed == ("train", "val")
+    assert all(not d.unconfirmed for n, d in DATASETS.items() if n != "dmfc_rsg")
     assert {d.dandiset for d in DATASETS.values()} == {"000127", "000128", "000129", "000130", "000138",
                                                        "000139", "000140"}

@@ -142,5 +142,7 @@ def test_script_writes_synthetic(nlb_home, capsys):
     assert download_data.main(["--synthetic", "area2_bump", "--scale", "0.02", "--seed", "2"]) == 0
     assert DATASETS["area2_bump"].train_path(nlb_home.synthetic_raw).is_file()
     assert (nlb_home.synthetic_raw / "000127" / "sub-Han" / "eval_data_test.h5").is_file()
+    out = capsys.readouterr().out  # the check ran after the write: counts, shapes, verdict
+    assert "units 49 held-in / 16 held-out" in out and "area2_bump_20 test:" in out and "area2_bump: ok" in out
     assert download_data.main(["--synthetic", "area2_bump", "--scale", "2"]) == 2
     assert "scale" in capsys.readouterr().err

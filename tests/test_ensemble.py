@@ -20,6 +20,7 @@ import pytest
 
 from nlbpipe import ensemble as ens
 from nlbpipe import submission as sub
+from nlbpipe.ensemble.statistics import _Subset
 from nlbpipe.rates import RATE_KEYS, load_rates, save_rates
 from nlbpipe.scoring import co_bps
 from nlbpipe.submission import shapes_from_registry
@@ -328,7 +329,7 @@ def test_build_ensemble_cli_errors(experiment, tmp_path):
 def test_screened_greedy_picks_like_exhaustive_greedy(experiment):
     library, scorer = ens.build_library(experiment["experiment"], experiment["spikes"], max_models=8)
     R, tot = scorer.matrices()
-    full = ens._Subset(scorer, R, tot, None)
+    full = _Subset(scorer, R, tot, None)
     exhaustive = full.greedy_path(2, 25, batch=None)
     assert full.greedy_path(2, 25, batch=3) == exhaustive
     # and each exhaustive pick really is the best next model

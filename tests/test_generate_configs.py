@@ -4,6 +4,7 @@ edits protected and every template error named by key and file."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 from pathlib import Path
 
@@ -92,3 +93,47 @@ def test_templates_reproduce_the_2021_regularisation_ranges():
         assert base[key] == {"sample_fn": "uniform", "low": 0.3, "high": 0.7}
     assert base["train.weight_decay"] == {"sample_fn": "loguniform", "low": 1e-8, "high": 1e-3}
     assert base["train.mask_max_span"] == {"sample_fn": "randint", "low": 1, "high": 8}  # 1..7 inclusive
+
+
+def test_base_template_states_only_what_differs_from_the_defaults(nlb_home):
+    """Defaults live in the config dataclasses; base.yaml repeats none of them."""
+    from nlbpipe.config import RunConfig
+
+    defaults = RunConfig().to_dict()
+    base = yaml.safe_load((TEMPLATE_DIR / "base.yaml").read_text())
+    for section, keys in base.items():
+        for key, value in keys.items():
+            assert value != defaults[section][key], f"base.yaml repeats the default {section}.{key}={value!r}"
+    assert generate_configs.main(["mc_maze_small"]) == 0
+    cfg = load_config(nlb_home.config_dir / "mc_maze_small.yaml")
+    assert cfg.model.dropout == base["model"]["dropout"] and cfg.train.max_updates == base["train"]["max_updates"]
+    assert cfg.model.num_layers == defaults["model"]["num_layers"]  # not in base.yaml: the dataclass default
+
+
+def test_scripts_work_from_a_non_editable_install(tmp_path, nlb_home):
+    """The templates are package data: generate_configs.py runs against a plain (copied) install."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    shutil.copytree(repo / "nlbpipe", src / "nlbpipe", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(repo / name, src / name)
+    site = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                          "--no-index", "--target", str(site), str(src)], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr
+    assert (site / "nlbpipe" / "templates" / "base.yaml").is_file()
+    shutil.rmtree(src)  # nothing of the checkout is left to find templates in
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    shutil.copy(repo / "generate_configs.py", work / "generate_configs.py")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    r = subprocess.run([sys.executable, "generate_configs.py", "mc_maze_small"], cwd=work, env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    where = subprocess.run([sys.executable, "-c", "import nlbpipe.configs as c; print(c.TEMPLATE_DIR)"], cwd=work,
+                           env=env, capture_output=True, text=True).stdout.strip()
+    assert Path(where) == site / "nlbpipe" / "templates"  # the installed copy, not the checkout
+    assert load_config(nlb_home.config_dir / "mc_maze_small.yaml").model.dropout == 0.5

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-
-from nlbpipe.inference import InferenceError, load_checkpoint, predict_rates, write_checkpoint_rates
-from nlbpipe.rates import RATE_KEYS, load_rates
-from nlbpipe.train import train
 from test_train import toy_config, toy_tensors
+
+from nlbpipe.ndt.inference import InferenceError, load_checkpoint, predict_rates, write_checkpoint_rates
+from nlbpipe.ndt.train import train
+from nlbpipe.rates import RATE_KEYS, load_rates
 
 
 @pytest.fixture(scope="module")

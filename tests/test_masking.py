@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nlbpipe.config import TrainConfig
-from nlbpipe.masking import Layout, current_span, mask_batch, model_input, poisson_loss, unmasked_loss_mask
+from nlbpipe.ndt.masking import Layout, current_span, mask_batch, model_input, poisson_loss, unmasked_loss_mask
 
 LAYOUT = Layout(trial_bins=50, forward_bins=10, n_heldin=40, n_heldout=8)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nlbpipe.config import ModelConfig
-from nlbpipe.model import NDT, band_mask, build_model, flash_attn_func, keep_mask
+from nlbpipe.ndt.kernels import flash_attn_func, keep_mask
+from nlbpipe.ndt.model import NDT, band_mask, build_model
 
 T, F_, NH, NO = 12, 4, 7, 3
 
@@ -157,7 +158,7 @@ def test_flash_attention_matches_sdpa():
 
 def test_dropped_attention_gradients():
     """The memory-saving attention (probabilities recomputed in backward) has autograd-exact gradients."""
-    from nlbpipe.model import _DroppedAttention
+    from nlbpipe.ndt.kernels import _DroppedAttention
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 2, 6, 3, dtype=torch.double, generator=g, requires_grad=True) for _ in range(3))

@@ -20,7 +20,7 @@ from nlbpipe.tensors import load_eval_targets
 @pytest.fixture(scope="module")
 def trained_run(small_synthetic, tmp_path_factory):
     """One real (tiny) training run with its three kept checkpoints."""
-    from nlbpipe.train import train
+    from nlbpipe.ndt.train import train
 
     cfg = apply_overrides(config_from_dict({}), {
         "data.dataset": small_synthetic.dataset_key, "data.raw_dir": str(small_synthetic.raw_dir),
@@ -57,7 +57,7 @@ def test_every_kept_checkpoint_is_scored_and_sorted(tmp_path, trained_run, small
     kept = sorted(p.relative_to(exp).as_posix() for p in exp.glob("trial_*/run/checkpoints/*")
                   if (p / "model.pt").is_file())
     assert sorted(table["checkpoint_dir"]) == kept and result.n_checkpoints == len(kept) == 6
-    assert missing.is_file()  # computed through nlbpipe.inference
+    assert missing.is_file()  # computed through nlbpipe.ndt.inference
     assert list(table["val_co_bps"]) == sorted(table["val_co_bps"], reverse=True)
     targets = load_eval_targets(small_synthetic.dataset_key, "val", small_synthetic.raw_dir, small_synthetic.cache_dir)
     for _, row in table.iterrows():

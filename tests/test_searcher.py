@@ -52,7 +52,8 @@ def test_concurrent_suggestions_are_distinct_after_the_random_phase():
 
 def test_failed_trials_are_told_as_worse_than_every_success():
     s = make(n_init=3)
-    cfgs = {t: s.suggest(t) for t in ("a", "b", "c", "d")}
+    for t in ("a", "b", "c", "d"):
+        s.suggest(t)
     s.on_trial_complete("a", {"score": 0.2})
     s.on_trial_complete("b", {"score": 0.5})
     s.on_trial_complete("c", error=True)           # crashed / out of memory

@@ -25,8 +25,8 @@ def test_registry_shapes_follow_nlb_params():
     assert s["eval_rates_heldin_forward"] == (574, 40, 137)
     s20 = sub.shapes_from_registry("mc_maze_20")
     assert s20["eval_rates_heldout_forward"] == (574, 10, 45) and s20["train_rates_heldin"][1] == 35
-    assert sub.shapes_from_registry("dmfc_rsg")["eval_rates_heldin"] == (289, 300, 45)
-    assert sub.shapes_from_registry("mc_rtt_20")["train_rates_heldout"] == (1351, 30, 32)
+    assert sub.shapes_from_registry("dmfc_rsg")["eval_rates_heldin"] == (283, 300, 40)
+    assert sub.shapes_from_registry("mc_rtt_20")["train_rates_heldout"] == (1080, 30, 32)
     with pytest.raises(sub.SubmissionError, match="mc_mazz"):
         sub.shapes_from_registry("mc_mazz")
 

@@ -9,8 +9,14 @@ from pynwb import NWBHDF5IO
 from nlbpipe import __version__
 from nlbpipe.datasets import DATASETS
 from nlbpipe.rates import RATE_KEYS
-from nlbpipe.synthetic import (MANIFEST_NAME, SYNTHETIC_MARK, SyntheticError, is_synthetic_nwb,
-                               true_rates, write_synthetic)
+from nlbpipe.synthetic import (
+    MANIFEST_NAME,
+    SYNTHETIC_MARK,
+    SyntheticError,
+    is_synthetic_nwb,
+    true_rates,
+    write_synthetic,
+)
 from nlbpipe.tensors import load_eval_targets, load_tensors
 
 INFO = DATASETS["mc_maze_small"]

@@ -9,11 +9,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from test_ensemble import KEY, make_experiment, run_cli
 
 from nlbpipe import ensemble as ens
 from nlbpipe import submission as sub
 from nlbpipe.rates import RATE_KEYS, load_rates
-from test_ensemble import KEY, make_experiment, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,8 +62,8 @@ def test_format_and_score_pass_on_the_written_file(built, tmp_path):
     row = next(line for line in r.stdout.splitlines() if "area2_bump_20_split" in line).split()
     co = float(row[1])
     # the same number nlbpipe.scoring gives on the file's rates
-    from nlbpipe.ensemble import read_targets_file
     from nlbpipe.scoring import evaluate_rates
+    from nlbpipe.tensors import read_targets_file
 
     rates = sub.read_submission(built["submission"])[KEY]
     assert co == pytest.approx(evaluate_rates(KEY, rates, read_targets_file(built["test_targets"], KEY))["co_bps"], abs=1e-4)
@@ -122,7 +122,7 @@ def test_broken_copies_fail_naming_the_fault(built, env, tmp_path, capsys, fault
         "shape": f"{KEY}/train_rates_heldout: shape: expected (364, 30, 16), found (364, 30, 15)",
         "nan": f"{KEY}/eval_rates_heldout: values: expected finite rates, found 1 NaN/inf",
         "negative": f"{KEY}/eval_rates_heldout_forward: values: expected non-negative rates, found 1 negative",
-        "missing_tensor": f"{KEY}/eval_rates_heldin_forward: missing: expected a float32 dataset of shape (100, 10, 49)",
+        "missing_tensor": f"{KEY}/eval_rates_heldin_forward: missing: expected a float32 dataset of shape (98, 10, 49)",
         "missing_group": f"group '{KEY}' missing",
     }[fault]
     assert expect in fails[0]
@@ -159,29 +159,16 @@ def test_merge_cli_combines_and_refuses_duplicate_groups(built, tmp_path):
 # ------------------------------------------------------------------------------ end to end
 
 
-def _synthetic(request, tmp_path_factory):
-    """The suite's shared small synthetic dataset if conftest provides it, else one of our own."""
-    try:
-        synth = request.getfixturevalue("small_synthetic")
-        return Path(synth.raw_dir), Path(synth.cache_dir), synth.dataset_key
-    except pytest.FixtureLookupError:
-        from nlbpipe.synthetic import write_synthetic
-
-        root = tmp_path_factory.mktemp("synth")
-        write_synthetic("mc_maze_small", root / "raw", seed=0, scale=0.5)
-        return root / "raw", root / "cache", "mc_maze_small_20"
-
-
-def test_end_to_end_train_rank_build_recompute(request, tmp_path_factory, monkeypatch):
+def test_end_to_end_train_rank_build_recompute(small_synthetic, tmp_path_factory, monkeypatch):
     """Two real (tiny) training runs → checkpoints.csv → build_ensemble → recompute by inference agrees."""
-    pytest.importorskip("nlbpipe.train")
+    pytest.importorskip("nlbpipe.ndt.train")
     from nlbpipe.config import config_from_dict
     from nlbpipe.datasets import resolve
+    from nlbpipe.ndt.train import train
     from nlbpipe.ranking import rank_experiment
     from nlbpipe.settings import get_settings
-    from nlbpipe.train import train
 
-    raw, cache, key = _synthetic(request, tmp_path_factory)
+    raw, cache, key = Path(small_synthetic.raw_dir), Path(small_synthetic.cache_dir), small_synthetic.dataset_key
     root = tmp_path_factory.mktemp("e2e")
     exp = root / "results" / key / "e2e"
     for seed in range(2):

@@ -126,12 +126,15 @@ def test_gapped_layout_equals_sorted_nlb_tools(key, phase, gapped_raw, sorted_nl
         assert np.isfinite(got_targets[key]["eval_behavior"]).all()
 
 
-@pytest.mark.xfail(strict=True, reason="nlb_tools reference needs the issue-9 loader")
-def test_gapped_layout_equals_nlb_tools_reference(gapped_raw):
-    got_tensors, got_targets = _windowed("mc_maze_small", "val", gapped_raw)
-    ref_tensors, ref_targets = reference_build("mc_maze_small", "val", gapped_raw, with_psth=True)
+@pytest.mark.parametrize("phase", ["val", "test"])
+@pytest.mark.parametrize("key", ["mc_maze_small", "mc_maze_small_20"])
+def test_gapped_layout_equals_nlb_tools_reference(key, phase, gapped_raw):
+    """The reference (nlbpipe.nwbload's NWBDataset, unpatched) on the gapped layout: every trial kept."""
+    got_tensors, got_targets = _windowed(key, phase, gapped_raw)
+    ref_tensors, ref_targets = reference_build(key, phase, gapped_raw, with_psth=True)
     assert_same(got_tensors, ref_tensors, "tensors")
-    assert_same(got_targets, ref_targets, "targets")
+    if phase == "val":
+        assert_same(got_targets, ref_targets, "targets")
 
 
 def test_gapped_layout_behaviour_outside_segments_is_nan(gapped_raw):
@@ -148,7 +151,7 @@ def test_gapped_layout_behaviour_outside_segments_is_nan(gapped_raw):
 
 
 def test_old_cache_format_is_rebuilt_not_mixed(standins, tmp_path, monkeypatch):
-    """A cache written by the nlb_tools path (format 1) is rebuilt by the windowed one (format 2)."""
+    """A cache written by the nlb_tools path (format 1) is rebuilt by the windowed one (format 3)."""
     raw, cache = standins("mc_maze_small"), tmp_path / "cache"
     with monkeypatch.context() as m:
         m.setattr(tensors_mod, "CACHE_FORMAT", 1)
@@ -161,7 +164,7 @@ def test_old_cache_format_is_rebuilt_not_mixed(standins, tmp_path, monkeypatch):
     targets = load_eval_targets("mc_maze_small", "val", raw, cache)
     assert (tensor_file.stat().st_mtime_ns, target_file.stat().st_mtime_ns) != stamps
     with h5py.File(tensor_file) as f:
-        assert f.attrs["format"] == tensors_mod.CACHE_FORMAT == 2
+        assert f.attrs["format"] == tensors_mod.CACHE_FORMAT == 3
     assert_same(targets, old_targets)
     stamp = tensor_file.stat().st_mtime_ns
     load_tensors("mc_maze_small", "val", raw, cache)

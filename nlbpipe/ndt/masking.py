@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -39,15 +39,16 @@ def current_span(cfg: TrainConfig, step: int) -> int:
 def model_input(targets: torch.Tensor, layout: Layout) -> torch.Tensor:
     """The unmasked model input: held-in counts over trial bins, zeros for held-out neurons and forward bins."""
     x = torch.zeros_like(targets)
-    x[:, : layout.trial_bins, : layout.n_heldin] = targets[:, : layout.trial_bins, : layout.n_heldin]
+    x[:, : layout.trial_bins, : layout.n_heldin] = torch.nan_to_num(targets[:, : layout.trial_bins, : layout.n_heldin])
     return x
 
 
-def unmasked_loss_mask(shape, layout: Layout, device) -> torch.Tensor:
-    """True on every token the model cannot see: all held-out neurons, and held-in forward bins."""
+def unmasked_loss_mask(shape, layout: Layout, device, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """True on every token the model cannot see: all held-out neurons, and held-in forward bins
+    (without the NaN, unrecorded, bins of ``targets`` when given)."""
     keep = torch.ones(shape, dtype=torch.bool, device=device)
     keep[:, : layout.trial_bins, : layout.n_heldin] = False
-    return keep
+    return keep if targets is None else keep & ~torch.isnan(targets)
 
 
 def mask_batch(targets: torch.Tensor, layout: Layout, cfg: TrainConfig, span: int, max_count: int,
@@ -83,14 +84,14 @@ def mask_batch(targets: torch.Tensor, layout: Layout, cfg: TrainConfig, span: in
     width = max(rand_end - zero_end, 1e-12)
     random_counts = ((u - zero_end) / width * (max_count + 1)).floor().clamp(0, max_count)
 
-    heldin = targets[:, :T, :Nh]
+    heldin = torch.nan_to_num(targets[:, :T, :Nh])  # an unrecorded (NaN) count enters as 0, never as NaN
     corrupted = torch.where(zeroed, torch.zeros_like(heldin), torch.where(randomized, random_counts, heldin))
     x = torch.zeros_like(targets)
     x[:, :T, :Nh] = corrupted
 
     loss_mask = unmasked_loss_mask(targets.shape, layout, dev)
     loss_mask[:, :T, :Nh] = masked
-    return x, loss_mask
+    return x, loss_mask & ~torch.isnan(targets)
 
 
 def poisson_loss(log_rates: torch.Tensor, targets: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -101,6 +102,8 @@ def poisson_loss(log_rates: torch.Tensor, targets: torch.Tensor, loss_mask: torc
 
 def poisson_loss_sum(log_rates, targets, loss_mask) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed NLL, token count) over ``loss_mask``, for means over many batches."""
-    nll = torch.exp(log_rates) - targets * log_rates
+    # NaN (unrecorded) targets are outside every loss mask; zeroed here too, or NaN * 0 would reach
+    # the gradient through the product below
+    nll = torch.exp(log_rates) - torch.nan_to_num(targets) * log_rates
     # where(), not a product: a token outside the mask must not reach the loss even as inf or NaN
     return torch.where(loss_mask, nll, torch.zeros_like(nll)).sum(), loss_mask.sum()

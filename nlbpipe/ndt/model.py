@@ -1,11 +1,13 @@
-"""The Neural Data Transformer (Ye & Pandarinath 2021), as used for NLB'21, in one file.
+"""The Neural Data Transformer (Ye & Pandarinath 2021), as used for NLB'21, the architecture only.
 
 Each time bin is one token: the vector of spike counts of all neurons in that bin. The input holds
 held-in counts over the trial and forward bins, with held-out neurons and forward bins zero-filled
 ([B, T+F, N_heldin+N_heldout]); the output is the log rate of every neuron in every bin, so one
 model predicts held-out neurons (co-smoothing) and future bins (forward prediction) at once.
 
-Read top to bottom: embedding -> position -> encoder layers -> rate read-out. Two 2021 bugs are not
+Read top to bottom: embedding -> position -> encoder layers -> rate read-out. The CPU kernels
+(cheap dropout masks, attention with dropped probabilities) and the choice among attention
+implementations are in ``nlbpipe.ndt.kernels``. Two 2021 bugs are not
 carried over: learned positions index 0..T-1 (not 1..T into a table of size T), and the loss
 labels cover all held-out neurons (see ``nlbpipe.masking``).
 """
@@ -18,15 +20,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import NlbpipeError
 from .config import ModelConfig
-
-try:  # optional GPU kernel with a native sliding window; SDPA is the reference path
-    from flash_attn import flash_attn_func
-except Exception:  # pragma: no cover - absent on CPU machines
-    flash_attn_func = None
+from .kernels import attention, drop, dropout, flash_attn_func, scaled_linear
 
 
-class ModelError(ValueError):
+class ModelError(NlbpipeError, ValueError):
     """A model that cannot be built for this data; names the key at fault."""
 
 
@@ -59,74 +58,6 @@ class ScaleNorm(nn.Module):
         return x * (self.g / x.norm(dim=-1, keepdim=True).clamp(min=self.eps))
 
 
-def keep_mask(shape, p: float, device) -> torch.Tensor:
-    """Dropout's keep mask (True = keep, probability 1 - p) from 16 random bits per element.
-
-    Why not ``F.dropout``: on CPU its ``bernoulli_`` draws one double per element and was about a
-    third of NDT's training time. One int64 ``random_`` yields four 16-bit uniforms, so the same mask
-    costs a quarter of the draws; p resolves to 1/65536.
-    """
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2 ** 63), 2 ** 63 - 1)
-    return words.view(torch.int16)[:n].view(shape) >= round(p * 65536) - 32768
-
-
-def drop(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Zero dropped elements WITHOUT the 1/(1-p) rescale: callers fold it into the next linear map."""
-    if not training or p == 0.0:
-        return x
-    return x * keep_mask(x.shape, p, x.device)  # a bool multiply: far faster on CPU than where/masked_fill
-
-
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Standard (inverted) dropout through :func:`keep_mask`, for where no linear map follows."""
-    if not training or p == 0.0:
-        return x
-    return drop(x, p, training) * (1.0 / (1.0 - p))
-
-
-def scaled_linear(x: torch.Tensor, layer: nn.Linear, weight_scale: float = 1.0, out_scale: float = 1.0):
-    """``out_scale * layer(weight_scale * x)`` with the scales applied to the (small) weights, not to x."""
-    w, b = layer.weight, layer.bias
-    if weight_scale * out_scale != 1.0:
-        w = w * (weight_scale * out_scale)
-    if out_scale != 1.0:
-        b = b * out_scale
-    return F.linear(x, w, b)
-
-
-class _DroppedAttention(torch.autograd.Function):
-    """``(softmax(q k^T + bias) * keep) @ v`` that saves only q, k, v and the bool keep mask.
-
-    The [B, H, L, L] probabilities were the largest tensors autograd kept (three copies per layer);
-    backward recomputes them from q and k instead, for one extra matmul and softmax per layer.
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, keep, bias):
-        probs = _DroppedAttention._probs(q, k, bias)
-        ctx.save_for_backward(q, k, v, keep, bias)
-        return torch.matmul(probs.mul_(keep).to(v.dtype), v)
-
-    @staticmethod
-    def _probs(q, k, bias):
-        scores = torch.matmul(q, k.transpose(-1, -2))
-        if scores.dtype in (torch.float16, torch.bfloat16):  # softmax in float32 under autocast
-            scores = scores.float()
-        if bias is not None:
-            scores += bias
-        return torch.softmax(scores, dim=-1)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, keep, bias = ctx.saved_tensors
-        probs = _DroppedAttention._probs(q, k, bias)
-        grad_v = torch.matmul((probs * keep).to(v.dtype).transpose(-1, -2), grad_out)
-        grad_probs = torch.matmul(grad_out, v.transpose(-1, -2)).to(probs.dtype).mul_(keep)
-        grad_scores = probs.mul_(grad_probs - (grad_probs * probs).sum(-1, keepdim=True)).to(q.dtype)
-        return torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-1, -2), q), grad_v, None, None
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention over bins, restricted to a band of context.
 
@@ -154,25 +85,8 @@ class SelfAttention(nn.Module):
         q = scaled_linear(x, self.q_proj, out_scale=D ** -0.5).view(B, L, H, D)  # softmax scale rides on q's weights
         k, v = (proj(x).view(B, L, H, D) for proj in (self.k_proj, self.v_proj))
         p = self.dropout if self.training else 0.0
-        weight_scale = 1.0
-        if self._flash_ok(q):
-            y = flash_attn_func(q, k, v, dropout_p=p, softmax_scale=1.0, window_size=self.window)
-        elif p > 0.0 and not q.is_cuda:
-            # CPU training: SDPA's dropout falls back to its slowest kernel; spell attention out and
-            # drop probabilities with the cheap mask, the 1/(1-p) going into out_proj's weights
-            q, k, v = (t.transpose(1, 2).contiguous() for t in (q, k, v))
-            bias = None if mask is None else torch.zeros(mask.shape, device=x.device).masked_fill_(~mask, float("-inf"))
-            keep = keep_mask((B, H, L, L), p, x.device)
-            y = _DroppedAttention.apply(q, k, v, keep, bias).transpose(1, 2)
-            weight_scale = 1.0 / (1.0 - p)
-        else:
-            q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, L, D]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=1.0).transpose(1, 2)
+        y, weight_scale = attention(q, k, v, mask, p, self.window, flash=self.use_flash)
         return scaled_linear(y.reshape(B, L, H * D), self.out_proj, weight_scale, out_scale)
-
-    def _flash_ok(self, q: torch.Tensor) -> bool:
-        return (self.use_flash and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
-                and self.head_dim % 8 == 0 and self.head_dim <= 256)
 
 
 class EncoderLayer(nn.Module):

@@ -7,42 +7,15 @@ plain state_dict plus its config; the state_dict's ``dims`` buffer carries the d
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import RunConfig, load_config
-from .model import NDT, build_model
-from .rates import RATE_KEYS, save_rates
-
-
-class InferenceError(RuntimeError):
-    """A checkpoint or tensor that cannot be used; names the file or key."""
-
-
-def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device | None = "cpu") -> tuple[NDT, RunConfig]:
-    """Rebuild the NDT of a checkpoint folder (model.pt + config.yaml) in eval mode; nothing unpickled."""
-    ckpt_dir = Path(ckpt_dir)
-    for name in ("model.pt", "config.yaml"):
-        if not (ckpt_dir / name).is_file():
-            raise InferenceError(f"checkpoint {ckpt_dir} has no {name}")
-    cfg = load_config(ckpt_dir / "config.yaml")
-    try:
-        state = torch.load(ckpt_dir / "model.pt", map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several kinds for a corrupt or pickled file
-        raise InferenceError(f"{ckpt_dir / 'model.pt'} is not a loadable state_dict: {err}") from None
-    if "dims" not in state:
-        raise InferenceError(f"{ckpt_dir / 'model.pt'} lacks the 'dims' buffer; not an nlbpipe NDT checkpoint")
-    trial_bins, forward_bins, n_heldin, n_heldout = (int(v) for v in state["dims"])
-    model = build_model(cfg.model, trial_bins, forward_bins, n_heldin, n_heldout)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise InferenceError(f"{ckpt_dir / 'model.pt'} does not match its config.yaml: {err}") from None
-    model.to(device or "cpu").eval()
-    return model, cfg
+from ..contracts import RATES_TEST, RATES_VAL
+from ..rates import RATE_KEYS, save_rates
+from .checkpoints import InferenceError, load_checkpoint
+from .model import NDT
 
 
 @torch.no_grad()
@@ -51,7 +24,10 @@ def _predict(model: NDT, heldin: np.ndarray, batch_size: int, device: torch.devi
     T, F, Nh, No = model.trial_bins, model.forward_bins, model.n_heldin, model.n_heldout
     out = np.empty((heldin.shape[0], T + F, Nh + No), dtype=np.float32)
     for start in range(0, heldin.shape[0], batch_size):
-        chunk = torch.as_tensor(np.asarray(heldin[start: start + batch_size], dtype=np.float32), device=device)
+        # nlb_tools builds eval inputs with allow_nans=True: an unrecorded (NaN) count enters as 0,
+        # as in training, so no NaN spreads into a trial's rates
+        chunk = torch.as_tensor(np.nan_to_num(np.asarray(heldin[start: start + batch_size], dtype=np.float32)),
+                                device=device)
         x = torch.zeros(chunk.shape[0], T + F, Nh + No, device=device)
         x[:, :T, :Nh] = chunk
         out[start: start + chunk.shape[0]] = torch.exp(model(x).float()).cpu().numpy()
@@ -90,6 +66,6 @@ def write_checkpoint_rates(ckpt_dir, val_tensors: dict, test_tensors: dict | Non
     ckpt_dir = Path(ckpt_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, _ = load_checkpoint(ckpt_dir, device)
-    save_rates(ckpt_dir / "rates_val.h5", predict_rates(model, val_tensors), phase="val")
+    save_rates(ckpt_dir / RATES_VAL, predict_rates(model, val_tensors), phase="val")
     if test_tensors is not None:
-        save_rates(ckpt_dir / "rates_test.h5", predict_rates(model, test_tensors), phase="test")
+        save_rates(ckpt_dir / RATES_TEST, predict_rates(model, test_tensors), phase="test")
