@@ -89,7 +89,7 @@ def _seed0(w: World) -> None:
 
 def _empty_templates(w: World) -> None:
     tdir = w.root / "templates"
-    shutil.copytree(REPO / "templates", tdir)
+    shutil.copytree(REPO / "nlbpipe" / "templates", tdir)
     for name in ("base.search.yaml", f"{KEY}.search.yaml"):
         (tdir / name).write_text("# nothing searched\n")
     w.data["templates"] = tdir
