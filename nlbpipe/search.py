@@ -425,6 +425,8 @@ def run_search(opts: SearchOptions):
         interrupt_on_term()  # after ray.init, which installs its own SIGTERM handler (sys.exit)
         gpus = _default_gpus(opts)
         check_resources(opts, cfg, gpus)
+        if gpus > 0 and cfg.train.device == "cpu":
+            log.warning("train.device is cpu but %s GPU per trial is reserved", gpus)
         if setup is None:
             setup = _write_setup(opts, cfg, space)
         trainable = _trainable(setup, exp_dir, gpus, opts.cpus_per_trial, opts.checkpoint_every_s)
