@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from nlbpipe.cli import run_reporting_errors
+from nlbpipe.cli import ArgumentParser, run_reporting_errors
 
 
 def size_arg(value: str):
@@ -33,26 +33,56 @@ def size_arg(value: str):
     return n
 
 
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def folds_arg(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0 or n == 1:  # one fold has no held-out part: it is not cross-validation
+        raise argparse.ArgumentTypeError(f"expected 0 (no cross-validation) or at least 2 folds, got {value!r}")
+    return n
+
+
+def non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return n
+
+
 def parse_args(argv=None):
     from nlbpipe.ensemble import MAX_MODELS, METHODS
     from nlbpipe.ensemble import SELECT_DEFAULTS as D  # the defaults, stated once
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?", help="dataset key, e.g. mc_maze or mc_maze_small_20")
     p.add_argument("--experiment", help="experiment folder, or its name under <results_dir>/<dataset_key>/")
-    p.add_argument("--max-models", type=int, default=MAX_MODELS,
+    p.add_argument("--max-models", type=positive_int, default=MAX_MODELS,
                    help="library: the top M checkpoints by val co-bps (default %(default)s)")
     p.add_argument("--size", type=size_arg, default=D["size"],
                    help="top-N size, or 'auto' = argmax of val co-bps (default %(default)s)")
     p.add_argument("--method", choices=METHODS, default=D["method"],
                    help="both: compute both, submit the one with the higher cross-validated co-bps (default %(default)s)")
-    p.add_argument("--greedy-max-size", type=int, default=D["greedy_max_size"],
+    p.add_argument("--greedy-max-size", type=positive_int, default=D["greedy_max_size"],
                    help="greedy: most picks (with replacement), default %(default)s")
-    p.add_argument("--greedy-init", type=int, default=D["n_init"],
+    p.add_argument("--greedy-init", type=positive_int, default=D["n_init"],
                    help="greedy: start from the top K checkpoints (default %(default)s)")
-    p.add_argument("--folds", type=int, default=D["folds"],
+    p.add_argument("--folds", type=folds_arg, default=D["folds"],
                    help="folds over val trials for the CV figures (0 = none; default %(default)s)")
-    p.add_argument("--seed", type=int, default=D["seed"], help="seed of the fold split (default %(default)s)")
+    p.add_argument("--seed", type=non_negative_int, default=D["seed"], help="seed of the fold split (default %(default)s)")
     p.add_argument("--targets", help="val-phase eval targets .h5 (nlb_tools format); default: from the experiment's data")
     p.add_argument("--out", help="output folder (default <submissions_dir>/<dataset_key>/)")
     p.add_argument("--merge", nargs="+", metavar="PATH", help="OUT FILE [FILE ...]: merge submissions into OUT")

@@ -14,20 +14,30 @@ import argparse
 import logging
 import sys
 
-from nlbpipe.cli import run_reporting_errors
+from nlbpipe.cli import ArgumentParser, run_reporting_errors
 from nlbpipe.datasets import DATASETS, UnknownDatasetError
 from nlbpipe.download import download
 from nlbpipe.settings import get_settings
 from nlbpipe.synthetic import write_synthetic
 
 
+def non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return n
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("datasets", nargs="*", default=["all"], metavar="DATASET",
                    help=f"one or more of: all, {', '.join(DATASETS)} (default all)")
     p.add_argument("--synthetic", action="store_true",
                    help="write synthetic stand-ins (NLB_SYNTHETIC_RAW) instead of downloading")
-    p.add_argument("--seed", type=int, default=0, help="synthetic: random seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="synthetic: random seed (default 0)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="synthetic: share of the real trial counts, in (0, 1] (default 1)")
     p.add_argument("--easy", action="store_true",

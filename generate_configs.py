@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from nlbpipe.cli import run_reporting_errors
+from nlbpipe.cli import ArgumentParser, run_reporting_errors
 from nlbpipe.configs import TEMPLATE_DIR, expand_keys, generate
 from nlbpipe.settings import get_settings
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("datasets", nargs="*", metavar="DATASET", help="dataset keys (mc_maze, mc_maze_20, ...) or 'all' (default)")
     parser.add_argument("--synthetic", action="store_true", help="point data.raw_dir at the synthetic stand-ins (NLB_SYNTHETIC_RAW)")
     parser.add_argument("--force", action="store_true", help="overwrite configs even if they were edited by hand")

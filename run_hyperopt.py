@@ -13,54 +13,75 @@ trial_<id>/run/ per trial holding its kept checkpoints).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
-import signal
 import sys
 from pathlib import Path
 
-from nlbpipe.cli import run_reporting_errors
+from nlbpipe.cli import ArgumentParser, run_reporting_errors
 from nlbpipe.datasets import resolve
 from nlbpipe.ranking import rank_experiment, top
-from nlbpipe.search import METRIC_MODES, SCHEDULERS, SearchOptions, read_setup, run_search, summarize
+from nlbpipe.search import (
+    ADDRESS_TIMEOUT_S,
+    DEFAULT_SAMPLES,
+    DEFAULT_SEED,
+    METRIC_MODES,
+    SCHEDULERS,
+    SearchOptions,
+    interrupt_on_term,
+    read_setup,
+    run_search,
+    search_exit,
+    trial_outcomes,
+)
 from nlbpipe.settings import get_settings
 
-# The flags' defaults are SearchOptions' (one source); the help text shows them.
-_D = {f.name: f.default for f in dataclasses.fields(SearchOptions)}
+
+def _number(kind, low: float, strict: bool, what: str):
+    def parse(value: str):
+        try:
+            x = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
+        if not (x > low if strict else x >= low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
+        return x
+    return parse
+
+
+positive_int = _number(int, 0, True, "a positive integer")
+non_negative_int = _number(int, 0, False, "a non-negative integer")
+positive_float = _number(float, 0, True, "a positive number")
+non_negative_float = _number(float, 0, False, "a non-negative number")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", metavar="DATASET", help="dataset key: mc_maze, mc_maze_20, mc_maze_small, ...")
-    p.add_argument("--samples", type=int, default=_D["samples"], help="trials in the whole search (default %(default)s)")
-    p.add_argument("--seed", type=int, default=_D["seed"], help="searcher seed (default %(default)s)")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help=f"trials in the whole search (default {DEFAULT_SAMPLES}; --resume: the stored number)")
+    p.add_argument("--seed", type=non_negative_int, default=None,
+                   help=f"searcher seed (default {DEFAULT_SEED}; --resume: the stored seed)")
     p.add_argument("--name", default=None, help="experiment name (default <dataset>_hyperopt)")
     p.add_argument("--config", type=Path, default=None,
                    help="run config (default CONFIG_DIR/<dataset>.yaml; its search space is <config>.search.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a run-config key for every trial, e.g. --set train.max_passes=10000 (repeatable)")
-    p.add_argument("--metric", default=_D["metric"], choices=sorted(METRIC_MODES),
+    p.add_argument("--metric", default="val_co_bps", choices=sorted(METRIC_MODES),
                    help="trial objective: val_co_bps is maximised, the losses minimised (default %(default)s)")
-    p.add_argument("--scheduler", default=_D["scheduler"], choices=SCHEDULERS, help="trial scheduler (default %(default)s)")
-    p.add_argument("--gpus-per-trial", type=float, default=None, help="default 0.5 if the cluster has GPUs, else 0")
-    p.add_argument("--cpus-per-trial", type=float, default=_D["cpus_per_trial"], help="default %(default)s")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
-    p.add_argument("--n-initial-points", type=int, default=_D["n_initial_points"], help="random trials before the GP (default %(default)s)")
-    p.add_argument("--acq-func", default=_D["acq_func"], choices=["gp_hedge", "EI", "PI", "LCB"],
+    p.add_argument("--scheduler", default="fifo", choices=SCHEDULERS, help="trial scheduler (default %(default)s)")
+    p.add_argument("--gpus-per-trial", type=non_negative_float, default=None, help="default 0.5 if the cluster has GPUs, else 0")
+    p.add_argument("--cpus-per-trial", type=positive_float, default=1.0, help="default %(default)s")
+    p.add_argument("--max-concurrent", type=positive_int, default=None, help="trials at once (default: as resources allow)")
+    p.add_argument("--n-initial-points", type=positive_int, default=10, help="random trials before the GP (default %(default)s)")
+    p.add_argument("--acq-func", default="gp_hedge", choices=["gp_hedge", "EI", "PI", "LCB"],
                    help="skopt acquisition function (default %(default)s)")
-    p.add_argument("--max-failures", type=int, default=_D["max_failures"], help="retries of a crashed trial (default %(default)s)")
-    p.add_argument("--address", default=None, help="join a running Ray cluster (e.g. auto or HEAD_IP:6379)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.add_argument("--max-failures", type=non_negative_int, default=2, help="retries of a crashed trial (default %(default)s)")
+    p.add_argument("--address", default=None,
+                   help=f"join a running Ray cluster (e.g. auto or HEAD_IP:6379); gives up after {ADDRESS_TIMEOUT_S:g} s")
+    p.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs of the local Ray cluster (default: all)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted experiment --name")
     p.add_argument("--rank-only", action="store_true", help="only (re)write checkpoints.csv of --name")
     p.add_argument("--quiet", action="store_true", help="less Ray output (no per-trial progress table)")
     return p.parse_args(argv)
-
-
-def _as_interrupt(signum, frame):
-    # A dropped ssh/screen session (SIGHUP) or a polite kill (SIGTERM) ends like Ctrl-C: Tune's own
-    # SIGINT handler stops the trials and saves the experiment state for --resume.
-    os.kill(os.getpid(), signal.SIGINT)
 
 
 def _resume_command(args) -> str:
@@ -75,7 +96,9 @@ def main(argv=None) -> int:
 
 def search(args: argparse.Namespace) -> int:
     settings = get_settings()
-    incomplete = False
+    outcomes: dict[str, str] | None = None
+    code, last_line = 0, None
+    interrupt_on_term()  # run_search installs it again once Ray has started (ray.init replaces it)
     resolve(args.dataset)
     opts = SearchOptions(
         dataset_key=args.dataset,
@@ -88,24 +111,26 @@ def search(args: argparse.Namespace) -> int:
         verbose=0 if args.quiet else 1,
     )
     if not args.rank_only:
-        for sig in (signal.SIGHUP, signal.SIGTERM):
-            signal.signal(sig, _as_interrupt)
         results = run_search(opts)
-        counts = summarize(results)
+        outcomes = trial_outcomes(results)
+        counts: dict[str, int] = {}
+        for status in outcomes.values():
+            counts[status] = counts.get(status, 0) + 1
         print("trials: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-        planned = read_setup(opts.experiment_dir)["samples"]
-        if results.num_terminated + results.num_errors < planned:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
-            incomplete = True
-            print(f"search incomplete; continue with: {_resume_command(args)}", file=sys.stderr)
+        code, last_line = search_exit(outcomes, read_setup(opts.experiment_dir)["samples"])
+        if code == 130:  # interrupted (Ctrl-C, SIGTERM, SIGHUP)
+            print(f"{last_line}; continue with: {_resume_command(args)}", file=sys.stderr)
     ranked = rank_experiment(opts.experiment_dir)
     print(f"ranked {ranked.n_checkpoints} checkpoints of {ranked.n_trials} finished trials -> {ranked.csv_path}")
-    if ranked.skipped_running:
-        print(f"  {len(ranked.skipped_running)} trial(s) still running, not ranked yet")
+    if outcomes is None and ranked.skipped_running:
+        print(f"  {len(ranked.skipped_running)} trial(s) not finished (running, interrupted or errored), not ranked")
     if ranked.failed:
         print(f"  {len(ranked.failed)} checkpoint(s) could not be scored (see the error column)")
     if ranked.n_checkpoints:
         print(top(opts.experiment_dir, 5)[["trial_id", "kind", "val_co_bps"]].to_string(index=False))
-    return 130 if incomplete else 0
+    if code == 1:
+        print(f"error: {last_line} in {opts.experiment_dir}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -23,20 +23,40 @@ import argparse
 import sys
 from pathlib import Path
 
-from nlbpipe.cli import run_reporting_errors
+from nlbpipe.cli import ArgumentParser, run_reporting_errors
+
+
+def non_negative(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value!r}") from None
+    if not x >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value!r}")
+    return x
+
+
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", help="dataset key (the submission group), e.g. mc_maze or mc_maze_20")
     p.add_argument("file", type=Path, help="the submission .h5")
     p.add_argument("--recompute", metavar="EXPERIMENT_DIR_OR_ENSEMBLE_JSON",
                    help="rebuild the test rates from the member checkpoints and compare")
     p.add_argument("--published", metavar="ROOT", help="rebuild from AE Studio's published 2021 checkpoint folder")
-    p.add_argument("--size", type=int, help="top-N size for --recompute EXPERIMENT_DIR or --published (default: recorded / AESMTE3's)")
-    p.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of the comparison (default 1e-5)")
-    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance of the comparison (default 0)")
-    p.add_argument("--batch-size", type=int, default=256, help="inference batch size for --recompute (default 256, as training wrote)")
+    p.add_argument("--size", type=positive_int, help="top-N size for --recompute EXPERIMENT_DIR or --published (default: recorded / AESMTE3's)")
+    p.add_argument("--rtol", type=non_negative, default=1e-5, help="relative tolerance of the comparison (default 1e-5)")
+    p.add_argument("--atol", type=non_negative, default=0.0, help="absolute tolerance of the comparison (default 0)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="inference batch size for --recompute (default 256, as training wrote)")
     p.add_argument("--score", metavar="TARGETS_H5", help="score with nlb_tools.evaluation.evaluate against these targets")
     p.add_argument("--registry-shapes", action="store_true",
                    help="take expected shapes from the registry even when local test data is present")

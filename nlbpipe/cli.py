@@ -7,10 +7,51 @@ named on the command line that is missing or unreadable; the message names it) b
 
 from __future__ import annotations
 
+import argparse
+import errno
+import os
+import re
 import sys
 from typing import Callable
 
 from .errors import NlbpipeError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (``error: argument --seed: ...``), exit 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def os_error_in(err: BaseException) -> OSError | None:
+    """The OSError behind ``err`` (HDF5 turns a failed write into a RuntimeError when it closes the
+    file), or None."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line naming the path and the reason: ``cannot write X: No space left on device``,
+    ``X is a file, not a folder``; never HDF5's multi-line report."""
+    filename = err.filename or next(iter(re.findall(r"filename = '([^']*)'", str(err))), None)
+    if filename and err.errno in (errno.EEXIST, errno.ENOTDIR) and type(err) in (FileExistsError, NotADirectoryError):
+        from pathlib import Path
+
+        blocker = next((p for p in [Path(filename), *Path(filename).parents] if p.exists() and not p.is_dir()), None)
+        return f"{blocker or filename} is a file, not a folder (needed for {filename}; check NLB_HOME and the other path variables)"
+    reason = os.strerror(err.errno) if err.errno else " ".join(str(err).split())
+    if not filename:
+        return reason
+    if err.errno in (errno.ENOSPC, errno.EFBIG, errno.EROFS, errno.EDQUOT):
+        return f"cannot write {filename}: {reason}"
+    return f"{filename}: {reason}"
+
 
 USER_ERRORS = (NlbpipeError, OSError)
 
@@ -25,6 +66,15 @@ def run_reporting_errors(run: Callable[[], int], interrupted: str = "error: inte
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         return 130
-    except USER_ERRORS as err:
+    except OSError as err:  # a file named on the command line, a full disk, a file where a folder should be
+        print(f"error: {describe_os_error(err) if type(err).__str__ is OSError.__str__ else err}", file=sys.stderr)
+        return 2
+    except NlbpipeError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        cause = os_error_in(err)  # HDF5 turns a failed write into a RuntimeError when it closes the file
+        if cause is None:
+            raise  # a bug: its traceback
+        print(f"error: {describe_os_error(cause)}", file=sys.stderr)
         return 2

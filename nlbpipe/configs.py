@@ -91,8 +91,9 @@ def render_run_config(dataset_key: str, raw_dir: str | os.PathLike, cache_dir: s
 def render_search_space(dataset_key: str, template_dir: Path = TEMPLATE_DIR) -> SearchSpace:
     """Merge the search-space layers: a later layer replaces a key's whole spec; ``key: null`` drops it."""
     merged: dict[str, Any] = {}
+    layers = template_layers(dataset_key, template_dir, ".search.yaml")
     last_source = None
-    for path in template_layers(dataset_key, template_dir, ".search.yaml"):
+    for path in layers:
         d = _read_yaml(path, SearchSpaceError)
         if d is None:
             continue
@@ -107,6 +108,8 @@ def render_search_space(dataset_key: str, template_dir: Path = TEMPLATE_DIR) -> 
             else:
                 merged[key] = spec
         last_source = path
+    if not merged:  # every layer empty (or nulled out): name the files that should have held the space
+        raise SearchSpaceError("<root>", ", ".join(map(str, layers)), "the search space is empty")
     return space_from_dict(merged, str(last_source))
 
 

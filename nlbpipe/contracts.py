@@ -54,8 +54,9 @@ METRICS_JSON = "metrics.json"
 RUNNING = "running"
 COMPLETED = "completed"
 EARLY_STOPPED = "early_stopped"
+STOPPED = "stopped"  # by a search's scheduler (ASHA); ends as an early stop does
 DIVERGED = "diverged"
-TERMINAL_STATUSES = (COMPLETED, EARLY_STOPPED, DIVERGED)
+TERMINAL_STATUSES = (COMPLETED, EARLY_STOPPED, STOPPED, DIVERGED)
 
 
 def rates_filename(phase: str) -> str:

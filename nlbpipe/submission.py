@@ -93,6 +93,11 @@ def merge_submissions(out: str | os.PathLike, files: Sequence[str | os.PathLike]
                 if g in sources:
                     raise SubmissionError(f"group {g!r} is in both {sources[g]} and {file}; merge one submission per dataset key")
                 sources[g] = file
+        for g in groups:  # NaN, integer or missing tensors must not reach an upload
+            problems = check_submission(file, g, None, allow_other_groups=True)
+            if problems:
+                more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+                raise SubmissionError(f"--merge: {file}: {problems[0]}{more}; run validate_submission.py {g} {file}")
     with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as dst:
             for g, file in sources.items():
@@ -180,8 +185,12 @@ def expected_shapes(dataset_key: str, raw_dir=None, cache_dir=None, use_local: b
 # Format check
 
 
-def check_submission(path: str | os.PathLike, dataset_key: str, expected: dict[str, tuple[int, ...]]) -> list[str]:
-    """Every problem EvalAI (or the benchmark) would have with the file, one line each; [] = fine."""
+def check_submission(path: str | os.PathLike, dataset_key: str, expected: dict[str, tuple[int, ...]] | None,
+                     allow_other_groups: bool = False) -> list[str]:
+    """Every problem EvalAI (or the benchmark) would have with the file, one line each; [] = fine.
+
+    ``expected=None`` skips the shape check (the merge of files already checked one by one);
+    another dataset's group is a problem unless ``allow_other_groups`` (a merged upload)."""
     path = Path(path)
     group = submission_group(dataset_key)
     try:
@@ -197,7 +206,8 @@ def check_submission(path: str | os.PathLike, dataset_key: str, expected: dict[s
         for key in RATE_KEYS:
             where = f"{group}/{key}"
             if key not in g:
-                problems.append(f"{where}: missing: expected a float32 dataset of shape {expected[key]}")
+                shape = f" of shape {expected[key]}" if expected is not None else ""
+                problems.append(f"{where}: missing: expected a float32 dataset{shape}")
                 continue
             ds = g[key]
             if not isinstance(ds, h5py.Dataset):
@@ -206,7 +216,9 @@ def check_submission(path: str | os.PathLike, dataset_key: str, expected: dict[s
             if not np.issubdtype(ds.dtype, np.floating):
                 problems.append(f"{where}: dtype: expected float (float32), found {ds.dtype}")
                 continue
-            if tuple(ds.shape) != tuple(expected[key]):
+            if ds.dtype != np.float32:  # the contract: float16 loses rates, float64 doubles the upload
+                problems.append(f"{where}: dtype: expected float32, found {ds.dtype}")
+            if expected is not None and tuple(ds.shape) != tuple(expected[key]):
                 problems.append(f"{where}: shape: expected {tuple(expected[key])}, found {tuple(ds.shape)}")
             x = ds[()]
             n_bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
@@ -218,6 +230,10 @@ def check_submission(path: str | os.PathLike, dataset_key: str, expected: dict[s
         extra = sorted(set(g.keys()) - set(RATE_KEYS))
         if extra:
             problems.append(f"{group}: unexpected entries {', '.join(extra)}: EvalAI reads only the six rate tensors")
+        others = sorted(k for k in f.keys() if k != group)
+        if others and not allow_other_groups:  # EvalAI scores every group it knows: unchecked ones too
+            problems.append(f"{path}: unexpected group(s) {', '.join(others)} beside {group!r}: this check covers "
+                            f"{group} only; check each dataset's own file, then combine them with build_ensemble.py --merge")
     return problems
 
 
@@ -369,10 +385,17 @@ def score_submission(path: str | os.PathLike, targets_path: str | os.PathLike) -
         if not common:
             raise SubmissionError(f"{targets_path} holds targets for {', '.join(sorted(t.keys())) or 'nothing'}; "
                                   f"{path} holds {', '.join(sorted(s.keys())) or 'nothing'}: no dataset in common")
+        for g in common:  # a submission given as the targets would score nothing and "pass"
+            if not isinstance(t[g], h5py.Group) or "eval_spikes_heldout" not in t[g]:
+                raise SubmissionError(f"--score {targets_path}: group {g!r} holds no eval_spikes_heldout: "
+                                      "not an eval-targets file (nlb_tools format, e.g. eval_data_test.h5)")
     try:
-        return nlb_evaluate(str(targets_path), str(path))
+        rows = nlb_evaluate(str(targets_path), str(path))
     except (KeyError, AssertionError, ValueError) as err:
         raise SubmissionError(f"nlb_tools.evaluation.evaluate failed on {path} with targets {targets_path}: {err!r}") from err
+    if not rows:
+        raise SubmissionError(f"--score {targets_path}: nlb_tools.evaluation.evaluate scored nothing in {path}")
+    return rows
 
 def metrics_table(rows: Sequence[tuple[str, dict[str, float]]]) -> list[str]:
     cols = ["co_bps", "vel_r2", "psth_r2", "fp_bps", "tp_corr"]

@@ -729,7 +729,8 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
     """Write the stand-in for ``dataset`` under ``root`` (default NLB_SYNTHETIC_RAW).
 
     Skips the work when the manifest says the same seed and scale are already there and every
-    file exists (``force`` rewrites). ``targets=False`` leaves out the hidden test targets and
+    file exists (``force`` rewrites); refuses, without ``force``, to replace files of another seed
+    or scale. ``targets=False`` leaves out the hidden test targets and
     true rates (most of the cost: nlb_tools' PSTHs), for callers that only need the NWB files.
     ``realism`` is ``realistic`` (firing like the real files, ``synthetic_rates``) or ``easy``.
     Returns the paths of the written (or present) files.
@@ -756,9 +757,21 @@ def write_synthetic(dataset: str, root: Path | None = None, seed: int = 0, scale
     paths = [files["train"], files["test"]]
     if targets:
         paths += [files["eval_targets"], files["true_rates"]]
-    if not force and manifest.get("datasets", {}).get(info.name) == entry and all(p.is_file() for p in paths):
+    present = manifest.get("datasets", {}).get(info.name)
+    if not force and present == entry and all(p.is_file() for p in paths):
         logger.info("synthetic %s already present under %s", info.name, root)
         return paths
+    if (not force and present and files["train"].is_file()
+            and (present.get("seed"), present.get("scale"), present.get("realism", DEFAULT_REALISM))
+            != (entry["seed"], entry["scale"], entry["realism"])):
+        raise SyntheticError(
+            f"{folder} holds synthetic {info.name} written with seed {present.get('seed')}, scale "
+            f"{present.get('scale')}, realism {present.get('realism', DEFAULT_REALISM)}; --seed {seed} "
+            f"--scale {scale} ({realism}) would replace it and invalidate every tensor, "
+            "experiment and submission built on it: add --force to rewrite, or set NLB_SYNTHETIC_RAW elsewhere")
+    if present:  # until the new files are all written, the manifest vouches for none of them
+        manifest["datasets"].pop(info.name)
+        write_json_atomic(root / MANIFEST_NAME, manifest)
 
     model, rng, trainval, test = _simulate(info, int(seed), float(scale), realism)
     segmented = info.name in SEGMENTED

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 from . import contracts
-from .cli import run_reporting_errors
+from .cli import ArgumentParser, run_reporting_errors
 from .config import load_config
 from .ndt.train import train
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nlbpipe.train", description="Train one NDT from a run config.")
+    parser = ArgumentParser(prog="python -m nlbpipe.train", description="Train one NDT from a run config.")
     parser.add_argument("config", type=Path, help="run config YAML (docs/architecture.md)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set train.lr=1e-3 (repeatable)")

@@ -3,8 +3,8 @@ import pytest
 from nlb_tools.evaluation import evaluate
 
 from nlbpipe.baselines import ALPHAS, KERN_SDS_MS, smooth_spikes, smoothing_rates, tune_smoothing
-from nlbpipe.scoring import co_bps
 from nlbpipe.rates import RATE_KEYS
+from nlbpipe.scoring import co_bps
 from nlbpipe.synthetic import true_rates
 from nlbpipe.tensors import load_eval_targets, load_tensors
 

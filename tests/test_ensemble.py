@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from nlbpipe import ensemble as ens
+from nlbpipe import submission as sub
 from nlbpipe.ensemble.statistics import _Subset
 from nlbpipe.rates import RATE_KEYS, load_rates, save_rates
 from nlbpipe.scoring import co_bps
@@ -214,6 +215,9 @@ def test_size_and_max_models_are_checked(experiment):
         ens.build_ensemble(experiment["experiment"], experiment["spikes"], max_models=0)
     with pytest.raises(ens.EnsembleError, match="--method"):
         ens.build_ensemble(experiment["experiment"], experiment["spikes"], method="bagging")
+    for kwargs, flag in [({"n_init": 0}, "--greedy-init 0"), ({"folds": 1}, "--folds 1"), ({"folds": -2}, "--folds -2")]:
+        with pytest.raises(ens.EnsembleError, match=flag):  # refused, never quietly turned into something else
+            ens.build_ensemble(experiment["experiment"], experiment["spikes"], **kwargs)
 
 
 def test_checkpoints_without_rates_are_skipped(tmp_path):
@@ -292,6 +296,23 @@ def test_build_ensemble_cli_default_experiment_and_topn_size(experiment, tmp_pat
     assert [m["trial_id"] for m in record["members"]] == [c.trial_id for c in ranked[:2]]
     assert [m["weight"] for m in record["members"]] == [0.5, 0.5]
     assert record["greedy"] is None and record["method"] == "topn"
+
+
+def test_an_interrupted_rebuild_leaves_no_stale_ensemble_json(experiment, tmp_path):
+    out = tmp_path / "sub"
+    args = [KEY, "--experiment", experiment["experiment"], "--targets", experiment["val_targets"], "--out", out,
+            "--folds", "0", "--method", "topn"]
+    assert run_cli("build_ensemble.py", *args, "--size", "1", env_root=tmp_path).returncode == 0
+    assert (out / "ensemble.json").is_file()
+    (out / "ensemble_curve.png").unlink()
+    (out / "ensemble_curve.png").mkdir()  # the plot cannot be written: the run dies after the submission
+    r = run_cli("build_ensemble.py", *args, "--size", "3", env_root=tmp_path)
+    assert r.returncode == 2 and "ensemble_curve.png" in r.stderr and "Traceback" not in r.stderr
+    record = ens.read_checkpoints_csv(experiment["experiment"])
+    three = ens.weighted_mean_rates([c.path / "rates_test.h5" for c in record[:3]], [1 / 3] * 3)
+    got = sub.read_submission(out / f"{KEY}_submission.h5")[KEY]
+    np.testing.assert_allclose(got["eval_rates_heldout"], three["eval_rates_heldout"], rtol=1e-6)  # the new one
+    assert not (out / "ensemble.json").exists()  # so nothing pairs it with the size-1 record
 
 
 def test_build_ensemble_cli_errors(experiment, tmp_path):

@@ -2,8 +2,10 @@
 the skopt searcher, then the ranked checkpoint table; and a driver killed with SIGKILL mid-search that
 ``--resume`` finishes without repeating a finished trial.
 
-The two tests that start Ray and train real (tiny) NDTs are the slow ones of the suite (marked
-``slow``) and are kept to exactly two; the others check that bad requests fail before Ray starts. The driver runs as a subprocess so every Ray process it
+The tests that start Ray and train real (tiny) NDTs are the slow ones of the suite (marked
+``slow``): a FIFO search, a killed and resumed one, an ASHA search whose stopped trials are ranked
+and ensembled, and a driver ended by SIGTERM/SIGHUP; the others check that bad requests fail before
+Ray starts (more in test_bad_input.py). The driver runs as a subprocess so every Ray process it
 starts dies with it.
 """
 
@@ -25,7 +27,7 @@ from nlbpipe.config import load_config
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--set", "train.max_passes=10", "--set", "train.val_interval_passes=5", "--set", "model.num_layers=1",
         "--set", "model.hidden_size=16", "--set", "train.batch_size=8", "--set", "train.num_threads=1"]
-FINAL = {"completed", "early_stopped", "diverged"}
+FINAL = {"completed", "early_stopped", "stopped", "diverged"}
 
 
 @pytest.fixture
@@ -156,3 +158,156 @@ def test_a_bad_range_in_the_generated_search_space_names_key_and_file(configured
                                  "train.lr: {sample_fn: loguniform, low: 0.0"))
     out = subprocess.run(_command(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and f"{path}: train.lr: loguniform needs low > 0" in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_asha_ranks_every_trial_it_started_and_build_ensemble_uses_them(configured, nlb_home, tmp_path):
+    exp_dir = configured / "asha"
+    out = subprocess.run(_command("--samples", "5", "--max-concurrent", "1", "--scheduler", "asha", "--name", "asha",
+                                  *TINY), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    statuses = {t.name.removeprefix("trial_"): json.loads((t / "run" / "status.json").read_text())["status"]
+                for t in exp_dir.glob("trial_*")}
+    assert len(statuses) == 5 and set(statuses.values()) <= FINAL
+    stopped = [t for t, s in statuses.items() if s == "stopped"]
+    assert stopped, statuses  # ASHA stopped some at its rung, and they ended as runs do
+    for t in stopped:
+        kept = [p for p in (exp_dir / f"trial_{t}" / "run" / "checkpoints").glob("*") if (p / "model.pt").is_file()]
+        assert kept and all((p / "rates_val.h5").is_file() and (p / "rates_test.h5").is_file() for p in kept)
+    table = pd.read_csv(exp_dir / "checkpoints.csv")
+    assert set(table["trial_id"]) == set(statuses)  # every trial started is ranked, the stopped ones too
+    assert f"{len(stopped)} stopped" in out.stdout and "still running" not in out.stdout
+
+    sub_dir = tmp_path / "sub"
+    built = subprocess.run([sys.executable, str(REPO / "build_ensemble.py"), "mc_maze_small", "--experiment", str(exp_dir),
+                            "--folds", "0", "--out", str(sub_dir)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    record = json.loads((sub_dir / "ensemble.json").read_text())
+    assert {m["trial_id"] for m in record["members"]} <= set(statuses)
+    assert (sub_dir / "mc_maze_small_submission.h5").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_sigterm_ends_like_ctrl_c_and_no_ray_process_outlives_the_driver(configured, sig):
+    """SIGTERM: Tune's Ctrl-C path, the resume hint, ray.shutdown. SIGKILL (the driver alone, as
+    `kill -9` does it): the reaper ends the Ray processes the driver left. (SIGHUP takes SIGTERM's
+    handler: test_sighup_and_sigterm_become_ctrl_c.)"""
+    name = f"sig{int(sig)}"
+    long = [*TINY, "--set", "train.max_passes=1000"]  # still training when the signal comes
+    proc = subprocess.Popen(_command("--samples", "2", "--max-concurrent", "1", "--name", name, *long),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    exp_dir = configured / name
+    try:
+        deadline = time.monotonic() + 300
+        while not list(exp_dir.glob("trial_*/run/progress.csv")):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "no trial started in time"
+            time.sleep(0.5)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert family  # Ray's processes, started by the driver
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            _kill_tree(proc)
+    _, alive = psutil.wait_procs(family, timeout=30)
+    left = [(p.pid, p.name()) for p in alive]
+    for p in alive:  # never leave them to the next test
+        p.kill()
+    assert not left
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 130, err[-3000:]
+        assert f"continue with: run_hyperopt.py mc_maze_small --resume --name {name}" in err
+        assert "Traceback" not in err
+    assert (exp_dir / "search_setup.json").is_file()
+
+
+def test_trial_outcomes_come_from_the_run_directories(tmp_path):
+    """What the summary line says: a run's status on disk wins over Tune's last result (an
+    interrupted driver may not have seen the final report); errored trials are errored."""
+    from ray.tune import Result
+
+    from nlbpipe.search import summarize, trial_outcomes
+
+    def trial(name, status=None, error_json=False):
+        run = tmp_path / f"trial_{name}" / "run"
+        run.mkdir(parents=True)
+        if status:
+            (run / "status.json").write_text(json.dumps({"status": status}))
+        if error_json:
+            (run.parent / "error.json").write_text("{}")
+        return str(run.parent)
+
+    results = [
+        Result(metrics={"trial_status": "running"}, checkpoint=None, error=None, path=trial("a", "completed")),
+        Result(metrics={"trial_status": "running"}, checkpoint=None, error=None, path=trial("b", "stopped")),
+        Result(metrics={"trial_status": "running"}, checkpoint=None, error=RuntimeError("x"), path=trial("c", "running")),
+        Result(metrics={"trial_status": "errored"}, checkpoint=None, error=None, path=trial("d", error_json=True)),
+        Result(metrics={"trial_status": "running"}, checkpoint=None, error=None, path=trial("e", "running")),
+        Result(metrics={}, checkpoint=None, error=None, path=trial("f")),
+    ]
+    assert trial_outcomes(results) == {"a": "completed", "b": "stopped", "c": "errored", "d": "errored",
+                                       "e": "running", "f": "not started"}
+    assert summarize(results) == {"completed": 1, "stopped": 1, "errored": 2, "running": 1, "not started": 1}
+
+
+def test_the_exit_code_says_whether_the_search_ended_and_anything_finished():
+    from nlbpipe.search import search_exit
+
+    assert search_exit({"a": "completed", "b": "running"}, 2)[0] == 130  # interrupted: --resume continues
+    assert search_exit({"a": "completed", "b": "not started"}, 2) == (130, "search incomplete (1 of 2 trials ended)")
+    code, line = search_exit({"a": "errored", "b": "errored"}, 2)
+    assert code == 1 and line.startswith("no trial finished (2 errored")  # never exit 0 on nothing
+    assert search_exit({"a": "errored", "b": "stopped"}, 2) == (0, None)
+
+
+@pytest.mark.slow
+def test_a_deterministic_trial_error_is_recorded_as_errored_not_retried(small_synthetic, tmp_path):
+    """run_trial in a real Tune run whose data cannot be loaded (run_search refuses that up front;
+    here the trial meets it): one attempt, recorded as errored with the loader's message."""
+    import ray
+    from ray import tune
+
+    from nlbpipe.config import RunConfig, apply_overrides
+    from nlbpipe.search import run_trial, trial_outcomes
+
+    cfg = apply_overrides(RunConfig(), {"data.dataset": "mc_maze_small", "data.raw_dir": str(tmp_path / "typo"),
+                                        "data.cache_dir": str(small_synthetic.cache_dir)})
+    exp = tmp_path / "exp"
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        fn = tune.with_parameters(run_trial, base_config=cfg.to_dict(), experiment_dir=str(exp / "bad"),
+                                  metric="val_co_bps")
+        results = tune.Tuner(
+            fn, tune_config=tune.TuneConfig(num_samples=1, metric="val_co_bps", mode="max"),
+            run_config=tune.RunConfig(name="bad", storage_path=str(exp), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=2)),
+        ).fit()
+    finally:
+        ray.shutdown()
+    [r] = list(results)
+    assert r.error is None and r.metrics["trial_status"] == "errored"
+    assert "typo" in r.metrics["error"] and r.metrics["training_iteration"] == 1  # one attempt, no retries
+    assert list(trial_outcomes(results).values()) == ["errored"]
+    assert len(r.metrics_dataframe) == 1
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_sighup_and_sigterm_become_ctrl_c(sig):
+    """The handler run_search installs after ray.init (which sets its own SIGTERM handler): the
+    signal reaches the driver as SIGINT, the path Tune saves the experiment on."""
+    from nlbpipe.search import interrupt_on_term
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        interrupt_on_term()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(sig)
+            time.sleep(1)  # the SIGINT it sends itself arrives here at the latest
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)

@@ -67,6 +67,9 @@ def test_written_file_passes_the_check(tmp_path):
         ("missing_tensor", r"mc_maze_small_20/eval_rates_heldout_forward: missing: expected a float32 dataset of shape \(100, 10, 35\)"),
         ("missing_group", r"group 'mc_maze_small_20' missing.*found mc_maze_small$"),
         ("int", r"mc_maze_small_20/train_rates_heldout: dtype: expected float \(float32\), found int64"),
+        ("float64", r"mc_maze_small_20/train_rates_heldout: dtype: expected float32, found float64"),
+        ("float16", r"mc_maze_small_20/train_rates_heldout: dtype: expected float32, found float16"),
+        ("extra_group", r"unexpected group\(s\) mc_rtt beside 'mc_maze_small_20'"),
     ],
 )
 def test_check_names_each_fault(tmp_path, fault, pattern):
@@ -84,7 +87,10 @@ def test_check_names_each_fault(tmp_path, fault, pattern):
         for k, v in rates.items():
             if fault == "missing_tensor" and k == "eval_rates_heldout_forward":
                 continue
-            g.create_dataset(k, data=v.astype(np.int64) if fault == "int" and k == "train_rates_heldout" else v)
+            dtype = {"int": np.int64, "float64": np.float64, "float16": np.float16}.get(fault, np.float32)
+            g.create_dataset(k, data=v.astype(dtype) if k == "train_rates_heldout" else v)
+        if fault == "extra_group":
+            f.create_group("mc_rtt").create_dataset("train_rates_heldin", data=np.zeros((1, 1, 1), np.float32))
     problems = sub.check_submission(path, key, sub.shapes_from_registry(key))
     assert len(problems) == 1, problems
     assert __import__("re").search(pattern, problems[0]), problems[0]
@@ -118,6 +124,36 @@ def test_merge_combines_groups_and_refuses_duplicates(tmp_path):
     assert not out2.exists()
     with pytest.raises(sub.SubmissionError, match="also an input"):
         sub.merge_submissions(a, [a, b])
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("nan", "mc_rtt/eval_rates_heldout: values: expected finite rates, found 1 NaN/inf"),
+    ("int", "mc_rtt/eval_rates_heldout: dtype: expected float (float32), found int32"),
+    ("incomplete", "mc_rtt/eval_rates_heldout: missing: expected a float32 dataset"),
+])
+def test_merge_refuses_nan_integer_and_incomplete_files(tmp_path, fault, message):
+    a = _tiny_submission(tmp_path / "a.h5", "mc_maze")
+    b = _tiny_submission(tmp_path / "b.h5", "mc_rtt")
+    with h5py.File(b, "r+") as f:
+        data = f["mc_rtt/eval_rates_heldout"][()]
+        del f["mc_rtt/eval_rates_heldout"]
+        if fault == "nan":
+            data[0, 1, 2] = np.nan
+            f["mc_rtt"].create_dataset("eval_rates_heldout", data=data)
+        elif fault == "int":
+            f["mc_rtt"].create_dataset("eval_rates_heldout", data=data.astype(np.int32))
+    out = tmp_path / "all.h5"
+    with pytest.raises(sub.SubmissionError) as err:
+        sub.merge_submissions(out, [a, b])
+    assert message in str(err.value) and str(b) in str(err.value)
+    assert not out.exists()
+
+
+def test_score_refuses_a_submission_given_as_the_targets(tmp_path):
+    a = _tiny_submission(tmp_path / "a.h5", "mc_maze")
+    b = _tiny_submission(tmp_path / "b.h5", "mc_maze")
+    with pytest.raises(sub.SubmissionError, match=r"--score .*b\.h5: group 'mc_maze' holds no eval_spikes_heldout"):
+        sub.score_submission(a, b)
 
 
 def test_compare_rates_reports_max_abs_and_rel_per_tensor():

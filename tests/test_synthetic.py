@@ -92,13 +92,16 @@ def test_truth_matches_the_spikes(small_synthetic):
         assert np.corrcoef(rate.ravel(), spikes.ravel())[0, 1] > 0.1
 
 
-def test_rewrite_skips_unless_forced_or_changed(small_synthetic, tmp_path):
+def test_rewrite_skips_when_present_and_another_seed_needs_force(small_synthetic, tmp_path):
     root = tmp_path / "syn"
     paths = write_synthetic("mc_maze_small", root, seed=3, scale=0.05, targets=False)
     stamps = [p.stat().st_mtime_ns for p in paths]
     assert write_synthetic("mc_maze_small", root, seed=3, scale=0.05, targets=False) == paths
     assert [p.stat().st_mtime_ns for p in paths] == stamps
-    write_synthetic("mc_maze_small", root, seed=4, scale=0.05, targets=False)
+    with pytest.raises(SyntheticError, match="written with seed 3, scale 0.05; --seed 4 .* add --force"):
+        write_synthetic("mc_maze_small", root, seed=4, scale=0.05, targets=False)
+    assert [p.stat().st_mtime_ns for p in paths] == stamps  # another seed never silently replaces files
+    write_synthetic("mc_maze_small", root, seed=4, scale=0.05, targets=False, force=True)
     assert [p.stat().st_mtime_ns for p in paths] != stamps
     assert json.loads((root / MANIFEST_NAME).read_text())["datasets"]["mc_maze_small"]["seed"] == 4
     assert not list(root.rglob("*.part")) and not list(root.glob(".nlbpipe-synthetic-*"))
@@ -158,7 +161,10 @@ def test_realistic_firing_follows_the_real_files(small_synthetic, tmp_path):
 def test_realism_changes_what_is_written_and_is_checked(tmp_path):
     a = write_synthetic("mc_maze_small", tmp_path, seed=3, scale=0.05, targets=False, realism="easy")
     stamps = [p.stat().st_mtime_ns for p in a]
-    write_synthetic("mc_maze_small", tmp_path, seed=3, scale=0.05, targets=False)  # realistic: rewritten
+    with pytest.raises(SyntheticError, match="realism easy.*add --force"):
+        write_synthetic("mc_maze_small", tmp_path, seed=3, scale=0.05, targets=False)  # realistic over easy
+    assert [p.stat().st_mtime_ns for p in a] == stamps
+    write_synthetic("mc_maze_small", tmp_path, seed=3, scale=0.05, targets=False, force=True)  # rewritten
     assert [p.stat().st_mtime_ns for p in a] != stamps
     with pytest.raises(SyntheticError, match="realism must be one of realistic, easy"):
         write_synthetic("mc_maze_small", tmp_path, scale=0.05, realism="hard")

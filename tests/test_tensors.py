@@ -66,7 +66,7 @@ def test_changed_nwb_rebuilds_cache(small_synthetic, tmp_path):
     first = load_tensors("mc_maze_small", "val", raw, cache)
     with h5py.File(cache / "mc_maze_small_val.h5") as f:
         fp_first = f.attrs["fingerprint"]
-    write_synthetic("mc_maze_small", raw, seed=1, scale=0.2, targets=False)
+    write_synthetic("mc_maze_small", raw, seed=1, scale=0.2, targets=False, force=True)  # another seed: forced
     second = load_tensors("mc_maze_small", "val", raw, cache)
     with h5py.File(cache / "mc_maze_small_val.h5") as f:
         assert f.attrs["fingerprint"] != fp_first

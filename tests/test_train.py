@@ -198,3 +198,48 @@ def test_cli_config_error_exits_2(tmp_path, capsys):
     assert main([str(path)]) == 2
     err = capsys.readouterr().err
     assert "train.lr" in err and str(path) in err
+
+
+def test_a_run_stopped_by_its_caller_ends_like_an_early_stop(tmp_path):
+    """A search's scheduler stops a trial through ``report``: status, kept checkpoints and rates are written."""
+    tensors = toy_tensors()
+    steps = []
+
+    def scheduler(metrics, last):
+        steps.append(metrics["step"])
+        return metrics["step"] >= 40  # stop at the second validation
+
+    result = train(toy_config(), tmp_path / "run", tensors=tensors, test_tensors=tensors, report=scheduler)
+    assert result.status == "stopped" and result.step == 40 and steps == [20, 40]
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "stopped" and "scheduler" in status["message"]
+    assert result.checkpoints and all((p / "rates_val.h5").is_file() and (p / "rates_test.h5").is_file()
+                                      for p in result.checkpoints.values())
+    again = train(toy_config(), tmp_path / "run", tensors=tensors, report=lambda m, p: steps.append(m["step"]))
+    assert again.status == "stopped" and steps == [20, 40]  # final: not trained again
+
+
+def test_a_run_that_failed_on_its_input_does_not_poison_its_folder(tmp_path):
+    tensors = toy_tensors()
+    del tensors["eval_spikes_heldout_forward"]
+    with pytest.raises(TrainError, match="eval_spikes_heldout_forward"):
+        train(toy_config(**{"model.num_layers": 3}), tmp_path / "run", tensors=tensors)
+    # the corrected command (another config, good data) runs in the same folder
+    result = train(toy_config(**{"train.max_passes": 7}), tmp_path / "run", tensors=toy_tensors())
+    assert result.status == "completed"
+
+
+def test_cli_bad_raw_dir_then_the_corrected_command(tmp_path, capsys, small_synthetic):
+    cfg = apply_overrides(RunConfig(), {"data.dataset": "mc_maze_small", "data.raw_dir": str(tmp_path / "typo"),
+                                        "data.cache_dir": str(small_synthetic.cache_dir), "train.max_passes": 1,
+                                        "train.val_interval_passes": 1, "model.num_layers": 1, "train.num_threads": 1})
+    path = tmp_path / "run.yaml"
+    save_config(cfg, path)
+    run_dir = tmp_path / "r"
+    assert main([str(path), "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(tmp_path / "typo") in err and len(err.strip().splitlines()) == 1
+    assert not (run_dir / "config.yaml").exists()
+    save_config(apply_overrides(cfg, {"data.raw_dir": str(small_synthetic.raw_dir)}), path)
+    assert main([str(path), "--run-dir", str(run_dir)]) == 0, capsys.readouterr().err
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"

@@ -61,6 +61,9 @@ def write_ensemble(
         best = result.library[int(np.nanargmax(result.single_co_bps))]
         metrics["best_single"] = evaluate_rates(dataset_key, load_rates(best.rates_val), targets)
         metrics["ensemble"] = evaluate_rates(dataset_key, val_rates, targets)
+    # A reader must never pair this run's files with an earlier run's ensemble.json: it goes first,
+    # and comes back (atomically) only after everything it names is written.
+    paths["ensemble_json"].unlink(missing_ok=True)
     save_rates(paths["rates_val"], val_rates, dataset=dataset_key, phase="val", method=result.chosen.method)
     write_submission(paths["submission"], dataset_key, ensemble_rates(result, "test"))
     plot_curve(result, paths["curve_png"], dataset_key)

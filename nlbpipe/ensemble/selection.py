@@ -90,9 +90,13 @@ def select(
         n_top = int(size)
         if not 1 <= n_top <= K:
             raise EnsembleError(f"--size {n_top}: the library holds {K} checkpoint(s) with rates (1..{K})")
+    if n_init < 1 or greedy_max_size < 1:
+        raise EnsembleError(f"--greedy-init {n_init} / --greedy-max-size {greedy_max_size}: both must be >= 1")
+    if folds < 0 or folds == 1:
+        raise EnsembleError(f"--folds {folds}: expected 0 (no cross-validation) or at least 2")
     masks = fold_masks(scorer.n_trials, folds, seed)
     run_greedy = method in ("greedy", "both")
-    n_init = max(1, min(n_init, K))
+    n_init = min(n_init, K)  # a library smaller than K: greedy starts from all of it
     max_size = max(greedy_max_size, n_init)
 
     def fold(held):

@@ -18,7 +18,16 @@ from typing import Callable
 import torch
 
 from ..config import RunConfig, load_config, save_config
-from ..contracts import CHECKPOINT_KINDS, CHECKPOINTS_DIR, LAST_DIR, METRICS_JSON, MODEL_FILE, RUN_CONFIG, STATUS_JSON
+from ..contracts import (
+    CHECKPOINT_KINDS,
+    CHECKPOINTS_DIR,
+    LAST_DIR,
+    METRICS_JSON,
+    MODEL_FILE,
+    PROGRESS_CSV,
+    RUN_CONFIG,
+    STATUS_JSON,
+)
 from ..errors import NlbpipeError
 from ..fileio import write_json_atomic, write_text_atomic
 from .model import NDT, build_model
@@ -83,12 +92,18 @@ def write_status(run_dir: Path, status: str, step: int, best: dict, message: str
 def config_differences(cfg: RunConfig, run_dir: Path) -> list[str]:
     """The keys in which ``cfg`` differs from the run already in ``run_dir`` (none: it may resume)."""
     saved_path = run_dir / RUN_CONFIG
-    if not saved_path.is_file():
-        return []
+    if not saved_path.is_file() or not started(run_dir):
+        return []  # a run that failed on its input never trained: a corrected config may use the folder
     saved = load_config(saved_path).to_dict()
     now = cfg.to_dict()
     return [f"{s}.{k}" for s in now for k in now[s] if now[s][k] != saved[s].get(k)
             and (s, k) not in _RESUMABLE_DIFFERENCES]
+
+
+def started(run_dir: Path) -> bool:
+    """Whether a run trained in ``run_dir`` (resume state, status, progress or a kept checkpoint)."""
+    return ((run_dir / LAST_DIR / "state.pt").is_file() or (run_dir / STATUS_JSON).is_file()
+            or (run_dir / PROGRESS_CSV).is_file() or bool(kept_checkpoints(run_dir)))
 
 
 def kept_checkpoints(run_dir: Path) -> dict[str, Path]:

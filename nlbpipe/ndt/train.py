@@ -46,7 +46,7 @@ class TrainError(NlbpipeError, RuntimeError):
 
 @dataclass
 class RunResult:
-    status: str  # "completed" | "early_stopped" | "diverged"
+    status: str  # "completed" | "early_stopped" | "stopped" (by a search's scheduler) | "diverged"
     step: int  # optimizer steps (minibatches) taken
     best: dict
     checkpoints: dict[str, Path] = field(default_factory=dict)
@@ -90,7 +90,7 @@ def layout_of(tensors: dict) -> Layout:
                   n_heldout=_require(tensors, "train_spikes_heldout", "val-phase").shape[2])
 
 
-def _load_phase(cfg: RunConfig, phase: str) -> dict:
+def load_phase(cfg: RunConfig, phase: str) -> dict:
     from ..tensors import DataFileError, load_tensors  # imported late: only runs not handed tensors need it
 
     raw, cache = (Path(d) if d else None for d in (cfg.data.raw_dir, cfg.data.cache_dir))
@@ -306,8 +306,10 @@ class _Run:
             log.info("pass %d/%d  train %.4f  val masked %.4f  unmasked %.4f  co-bps %.4f  (best %.4f)  %.1f steps/s",
                      self.passes, t.max_passes, train_loss, metrics["val_masked_loss"], metrics["val_unmasked_loss"],
                      metrics["val_co_bps"], self.best["val_co_bps"], self.step / max(self.elapsed, 1e-9))
-            if report is not None:
-                report(metrics, last)
+            if report is not None and report(metrics, last) and self.step < max_steps:
+                # the caller (a search's scheduler) ends the run here; it ends as an early stop does
+                status, message = contracts.STOPPED, f"stopped by the search's scheduler at pass {self.passes}"
+                break
             if stop:
                 status, message = contracts.EARLY_STOPPED, why
                 break
@@ -389,14 +391,14 @@ def train(config: RunConfig, run_dir: Path, *, report: Callable[[dict, Path | No
     if diffs:
         raise TrainError(f"{run_dir} holds a run with a different config ({', '.join(diffs)}); "
                          "use a fresh --run-dir or the same config")
-    save_config(cfg, run_dir / RUN_CONFIG)
-    if tensors is None:
-        tensors = _load_phase(cfg, "val")
+    if tensors is None:  # before config.yaml: a run that fails on its data leaves its folder reusable
+        tensors = load_phase(cfg, "val")
         if test_tensors is None:
             try:
-                test_tensors = _load_phase(cfg, "test")
+                test_tensors = load_phase(cfg, "test")
             except TrainError as err:
                 log.info("test-phase tensors unavailable (%s); test rates will be skipped", err)
+    save_config(cfg, run_dir / RUN_CONFIG)
     done = _finished(run_dir, tensors, test_tensors)
     if done is not None:
         return done
