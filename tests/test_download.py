@@ -149,7 +149,10 @@ def test_script_writes_synthetic(nlb_home, capsys):
     assert "scale" in capsys.readouterr().err
     manifest = json.loads((nlb_home.synthetic_raw / "synthetic_manifest.json").read_text())
     assert manifest["datasets"]["area2_bump"]["realism"] == "realistic"
-    assert download_data.main(["--synthetic", "area2_bump", "--scale", "0.02", "--seed", "2", "--easy"]) == 0
+    # another realism replaces what was built on the files: refused without --force, as another seed is
+    assert download_data.main(["--synthetic", "area2_bump", "--scale", "0.02", "--seed", "2", "--easy"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert download_data.main(["--synthetic", "area2_bump", "--scale", "0.02", "--seed", "2", "--easy", "--force"]) == 0
     assert "easy" in capsys.readouterr().out
     manifest = json.loads((nlb_home.synthetic_raw / "synthetic_manifest.json").read_text())
     assert manifest["datasets"]["area2_bump"]["realism"] == "easy"
