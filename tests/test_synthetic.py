@@ -98,7 +98,7 @@ def test_rewrite_skips_when_present_and_another_seed_needs_force(small_synthetic
     stamps = [p.stat().st_mtime_ns for p in paths]
     assert write_synthetic("mc_maze_small", root, seed=3, scale=0.05, targets=False) == paths
     assert [p.stat().st_mtime_ns for p in paths] == stamps
-    with pytest.raises(SyntheticError, match="written with seed 3, scale 0.05; --seed 4 .* add --force"):
+    with pytest.raises(SyntheticError, match="written with seed 3, scale 0.05, realism realistic; --seed 4 .* add --force"):
         write_synthetic("mc_maze_small", root, seed=4, scale=0.05, targets=False)
     assert [p.stat().st_mtime_ns for p in paths] == stamps  # another seed never silently replaces files
     write_synthetic("mc_maze_small", root, seed=4, scale=0.05, targets=False, force=True)
