@@ -206,17 +206,19 @@ def test_a_run_stopped_by_its_caller_ends_like_an_early_stop(tmp_path):
     steps = []
 
     def scheduler(metrics, last):
-        steps.append(metrics["step"])
-        return metrics["step"] >= 40  # stop at the second validation
+        steps.append(metrics["pass"])
+        return metrics["pass"] >= 20  # stop at the second validation (of three)
 
-    result = train(toy_config(), tmp_path / "run", tensors=tensors, test_tensors=tensors, report=scheduler)
-    assert result.status == "stopped" and result.step == 40 and steps == [20, 40]
+    result = train(toy_config(**{"train.max_passes": 30}), tmp_path / "run", tensors=tensors, test_tensors=tensors,
+                   report=scheduler)
+    assert result.status == "stopped" and result.passes == 20 and result.step == 60 and steps == [10, 20]
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "stopped" and "scheduler" in status["message"]
     assert result.checkpoints and all((p / "rates_val.h5").is_file() and (p / "rates_test.h5").is_file()
                                       for p in result.checkpoints.values())
-    again = train(toy_config(), tmp_path / "run", tensors=tensors, report=lambda m, p: steps.append(m["step"]))
-    assert again.status == "stopped" and steps == [20, 40]  # final: not trained again
+    again = train(toy_config(**{"train.max_passes": 30}), tmp_path / "run", tensors=tensors,
+                  report=lambda m, p: steps.append(m["pass"]))
+    assert again.status == "stopped" and steps == [10, 20]  # final: not trained again
 
 
 def test_a_run_that_failed_on_its_input_does_not_poison_its_folder(tmp_path):
