@@ -109,11 +109,24 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
     return demo_config
 
 
+def _check_same_size(root: Path, size: DemoSize) -> None:
+    """A rerun continues the demo under NLB_HOME; another size there would mix two demos' files."""
+    from .errors import NlbpipeError
+    from .synthetic import written_standin
+
+    present = written_standin(SOURCE, root)
+    if present and float(present.get("scale", -1)) != float(size.scale):
+        raise NlbpipeError(
+            f"{root} holds the demo's stand-in at scale {present.get('scale')}, this size needs scale {size.scale}: "
+            "run it under another NLB_HOME (e.g. NLB_HOME=~/nlb_demo_tiny), or delete that NLB_HOME to start over")
+
+
 def run_pipeline(size: DemoSize) -> dict[str, Path]:
     settings = get_settings()
     exp_dir = settings.results_dir / DATASET / EXPERIMENT
     out_dir = settings.submissions_dir / DATASET / EXPERIMENT
 
+    _check_same_size(settings.synthetic_raw, size)
     _step(f"1/5 synthetic {SOURCE} (scale {size.scale}) in {settings.synthetic_raw}")
     _run("download_data.py", "--synthetic", SOURCE, "--scale", str(size.scale), "--seed", "0")
 

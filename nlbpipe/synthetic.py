@@ -714,6 +714,11 @@ def _check_not_real(folder: Path):
             )
 
 
+def written_standin(dataset: str, root: Path) -> dict | None:
+    """The manifest entry (seed, scale, realism, ...) of the stand-in of ``dataset`` under ``root``, if any."""
+    return _read_manifest(Path(root)).get("datasets", {}).get(dataset)
+
+
 def _read_manifest(root: Path) -> dict:
     path = root / MANIFEST_NAME
     if not path.is_file():

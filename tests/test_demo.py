@@ -57,3 +57,17 @@ def test_demo_runs_the_whole_pipeline_and_a_rerun_reuses_it(tmp_path):
     again = pd.read_csv(exp / "checkpoints.csv")
     assert sorted(again["trial_id"]) == sorted(ranked["trial_id"])
     assert again["val_co_bps"].tolist() == pytest.approx(ranked["val_co_bps"].tolist())
+
+
+def test_demo_of_another_size_under_the_same_home_is_refused(tmp_path):
+    from nlbpipe.synthetic import write_synthetic
+
+    root = tmp_path / "synthetic"  # NLB_SYNTHETIC_RAW's default under NLB_HOME
+    paths = write_synthetic("mc_maze_small", root, seed=0, scale=0.05, targets=False)
+    stamps = [p.stat().st_mtime_ns for p in paths]
+    proc = _demo(tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "scale 0.05" in lines[0] and "NLB_HOME" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert [p.stat().st_mtime_ns for p in paths] == stamps  # nothing rewritten

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from nlbpipe.config import TrainConfig
-from nlbpipe.ndt.masking import (Layout, draw_span, mask_batch, model_input, poisson_loss, span_probability,
-                                 unmasked_loss_mask)
+from nlbpipe.ndt.masking import (
+    Layout,
+    draw_span,
+    mask_batch,
+    model_input,
+    poisson_loss,
+    span_probability,
+    unmasked_loss_mask,
+)
 
 LAYOUT = Layout(trial_bins=50, forward_bins=10, n_heldin=40, n_heldout=8)
 
