@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 
-from nlbpipe.cli import ArgumentParser, run_reporting_errors
+from nlbpipe.cli import ArgumentParser, non_negative_int, run_reporting_errors
 
 
 def size_arg(value: str):
@@ -50,16 +50,6 @@ def folds_arg(value: str) -> int:
         n = -1
     if n < 0 or n == 1:  # one fold has no held-out part: it is not cross-validation
         raise argparse.ArgumentTypeError(f"expected 0 (no cross-validation) or at least 2 folds, got {value!r}")
-    return n
-
-
-def non_negative_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
     return n
 
 

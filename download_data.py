@@ -14,21 +14,11 @@ import argparse
 import logging
 import sys
 
-from nlbpipe.cli import ArgumentParser, run_reporting_errors
+from nlbpipe.cli import ArgumentParser, non_negative_int, run_reporting_errors
 from nlbpipe.datasets import DATASETS, UnknownDatasetError
 from nlbpipe.download import download
 from nlbpipe.settings import get_settings
 from nlbpipe.synthetic import write_synthetic
-
-
-def non_negative_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
-    return n
 
 
 def parse_args(argv=None):

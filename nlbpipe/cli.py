@@ -78,3 +78,14 @@ def run_reporting_errors(run: Callable[[], int], interrupted: str = "error: inte
             raise  # a bug: its traceback
         print(f"error: {describe_os_error(cause)}", file=sys.stderr)
         return 2
+
+
+def non_negative_int(value: str) -> int:
+    """An argparse type: an integer >= 0 (seeds, retries), named by argparse with its flag on failure."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return n

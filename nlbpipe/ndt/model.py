@@ -188,12 +188,8 @@ class NDT(nn.Module):
         if self.cfg.fixup_init:
             # T-Fixup (Huang et al. 2020), as NDT: shrink the residual branches' weights by 0.67 N^-1/4
             # (values by a further sqrt 2) so training is stable without warm-up-dependent layer norms.
-            s = 0.67 * self.cfg.num_layers ** -0.25
+            self._shrink_residual_branches(value_factor=2 ** 0.5)
             with torch.no_grad():
-                for layer in self.layers:
-                    for w in (layer.linear1.weight, layer.linear2.weight, layer.attn.out_proj.weight):
-                        w.mul_(s)
-                    layer.attn.v_proj.weight.mul_(s * 2 ** 0.5)
                 if self.embedder is not None:
                     nn.init.normal_(self.embedder.weight, std=self.width ** -0.5)
                     self.embedder.weight.mul_((9 * self.cfg.num_layers) ** -0.25)
@@ -221,11 +217,18 @@ class NDT(nn.Module):
         if self.embedder is not None and self.cfg.embedding == "count":
             nn.init.uniform_(self.embedder.weight, -0.1, 0.1)
         if self.cfg.fixup_init:
-            s = 0.67 * self.cfg.num_layers ** -0.25
-            with torch.no_grad():
-                for layer in self.layers:
-                    for w in (layer.linear1.weight, layer.linear2.weight, layer.attn.out_proj.weight):
-                        w.mul_(s)
+            self._shrink_residual_branches(value_factor=None)
+
+    @torch.no_grad()
+    def _shrink_residual_branches(self, value_factor: float | None) -> None:
+        """T-Fixup's scaling: feed-forward and out-projection weights by 0.67 N^-1/4; the values by a
+        further ``value_factor`` (None: left alone, as the 2021 code ran)."""
+        s = 0.67 * self.cfg.num_layers ** -0.25
+        for layer in self.layers:
+            for w in (layer.linear1.weight, layer.linear2.weight, layer.attn.out_proj.weight):
+                w.mul_(s)
+            if value_factor is not None:
+                layer.attn.v_proj.weight.mul_(s * value_factor)
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         B, L, _ = spikes.shape
