@@ -66,7 +66,8 @@ def file_facts(path: Path) -> FileFacts:
 
 def expected_counts(info: DatasetInfo, train_path: Path) -> tuple[dict[str, int], bool]:
     """``({split: trials}, synthetic)``: the registry's counts, or a stand-in's at its scale."""
-    from .synthetic import standin_counts, standin_scale
+    from .synthetic import standin_scale
+    from .synthetic_model import standin_counts
 
     scale = standin_scale(train_path) if train_path.is_file() else None
     if scale is not None:
