@@ -268,31 +268,42 @@ def test_the_exit_code_says_whether_the_search_ended_and_anything_finished():
 def test_a_deterministic_trial_error_is_recorded_as_errored_not_retried(small_synthetic, tmp_path):
     """run_trial in a real Tune run whose data cannot be loaded (run_search refuses that up front;
     here the trial meets it): one attempt, recorded as errored with the loader's message."""
-    import ray
-    from ray import tune
+    # In a child interpreter: Ray leaves gRPC threads in the process that ran it, and a later fork
+    # there (any test's subprocess) can hang in gRPC's fork handler.
+    script = r"""
+import json, sys
+import ray
+from ray import tune
+from nlbpipe.config import RunConfig, apply_overrides
+from nlbpipe.search import run_trial, trial_outcomes
 
-    from nlbpipe.config import RunConfig, apply_overrides
-    from nlbpipe.search import run_trial, trial_outcomes
-
-    cfg = apply_overrides(RunConfig(), {"data.dataset": "mc_maze_small", "data.raw_dir": str(tmp_path / "typo"),
-                                        "data.cache_dir": str(small_synthetic.cache_dir)})
-    exp = tmp_path / "exp"
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    try:
-        fn = tune.with_parameters(run_trial, base_config=cfg.to_dict(), experiment_dir=str(exp / "bad"),
-                                  metric="val_co_bps")
-        results = tune.Tuner(
-            fn, tune_config=tune.TuneConfig(num_samples=1, metric="val_co_bps", mode="max"),
-            run_config=tune.RunConfig(name="bad", storage_path=str(exp), verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=2)),
-        ).fit()
-    finally:
-        ray.shutdown()
-    [r] = list(results)
-    assert r.error is None and r.metrics["trial_status"] == "errored"
-    assert "typo" in r.metrics["error"] and r.metrics["training_iteration"] == 1  # one attempt, no retries
-    assert list(trial_outcomes(results).values()) == ["errored"]
-    assert len(r.metrics_dataframe) == 1
+raw, cache, exp = sys.argv[1:4]
+cfg = apply_overrides(RunConfig(), {"data.dataset": "mc_maze_small", "data.raw_dir": raw, "data.cache_dir": cache})
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+try:
+    fn = tune.with_parameters(run_trial, base_config=cfg.to_dict(), experiment_dir=exp + "/bad", metric="val_co_bps")
+    results = tune.Tuner(
+        fn, tune_config=tune.TuneConfig(num_samples=1, metric="val_co_bps", mode="max"),
+        run_config=tune.RunConfig(name="bad", storage_path=exp, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=2)),
+    ).fit()
+finally:
+    ray.shutdown()
+[r] = list(results)
+print("RESULT " + json.dumps({"error": None if r.error is None else str(r.error),
+                              "status": r.metrics["trial_status"], "message": r.metrics["error"],
+                              "iterations": r.metrics["training_iteration"],
+                              "outcomes": list(trial_outcomes(results).values()),
+                              "rows": len(r.metrics_dataframe)}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "typo"), str(small_synthetic.cache_dir),
+                           str(tmp_path / "exp")], capture_output=True, text=True, timeout=300)
+    [line] = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")] or [proc.stdout + proc.stderr]
+    r = json.loads(line[len("RESULT "):])
+    assert r["error"] is None and r["status"] == "errored"
+    assert "typo" in r["message"] and r["iterations"] == 1  # one attempt, no retries
+    assert r["outcomes"] == ["errored"]
+    assert r["rows"] == 1
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
