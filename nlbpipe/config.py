@@ -105,6 +105,7 @@ _CHOICES = {
     "model.embedding": ("identity", "linear", "count"),
     "model.position": ("learned", "sinusoidal"),
     "model.init": ("nlbpipe", "ndt2021"),
+    "model.readout_bias": ("mean_rate", "zero"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.lr_schedule": ("cosine", "constant"),
     "train.mask_mode": ("timestep", "neuron", "full"),

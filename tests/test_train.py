@@ -245,3 +245,24 @@ def test_cli_bad_raw_dir_then_the_corrected_command(tmp_path, capsys, small_synt
     save_config(apply_overrides(cfg, {"data.raw_dir": str(small_synthetic.raw_dir)}), path)
     assert main([str(path), "--run-dir", str(run_dir)]) == 0, capsys.readouterr().err
     assert json.loads((run_dir / "status.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize("readout_bias", ["mean_rate", "zero"])
+def test_the_read_out_starts_at_each_neurons_mean_rate(tmp_path, readout_bias):
+    """Before any step, mean_rate puts every neuron's predicted rate (on zero input, where only the
+    bias and positions act) at its train mean, up to what the random read-out weights add; zero at 1."""
+    tensors = toy_tensors()
+    run = _Run(toy_config(**{"model.readout_bias": readout_bias}), tmp_path / "run", tensors, torch.device("cpu"))
+    counts = np.concatenate([tensors["train_spikes_heldin"], tensors["train_spikes_heldout"]], axis=2)
+    mean = counts.reshape(-1, counts.shape[2]).mean(axis=0)
+    bias = run.model.readout.bias.detach().numpy()
+    if readout_bias == "zero":
+        assert np.all(bias == 0)
+        return
+    np.testing.assert_allclose(np.exp(bias), np.maximum(mean, 1e-3), rtol=1e-5)
+    run.model.eval()
+    with torch.no_grad():
+        rates = torch.exp(run.model(torch.zeros(1, run.layout.trial_bins + run.layout.forward_bins, len(mean))))
+    # the read-out weights start small (U(-0.1, 0.1)), so the mean rate sets the scale within a factor 3
+    ratio = rates[0].mean(dim=0).numpy() / mean
+    assert np.all((ratio > 1 / 3) & (ratio < 3)), ratio

@@ -29,6 +29,9 @@ class ModelConfig:
     # shrunk with T-Fixup; ndt2021: what the 2021 NDT ran (positions N(0, 1), torch's default Linear
     # init, no value scaling, a count embedding U(+-0.1)). See README's "NDT" section for the measurement.
     init: str = "nlbpipe"
+    # mean_rate: the read-out bias starts at each neuron's log mean count over the training trials,
+    # so the first passes go to structure, not to learning the mean (zero: every rate starts at 1)
+    readout_bias: str = "mean_rate"
     scale_norm: bool = False
     log_rate: bool = True
     context_forward: int = -1

@@ -253,6 +253,13 @@ class NDT(nn.Module):
         # rate read-out: a softplus keeps rates positive; return its log so one loss serves both
         return torch.log(F.softplus(out) + 1e-8)
 
+    @torch.no_grad()
+    def set_mean_rates(self, mean_counts: torch.Tensor) -> None:
+        """Start the read-out bias at the log of each neuron's mean count per bin ([N]; the
+        inverse softplus for a rate read-out), floored at a thousandth of a spike per bin."""
+        mean = mean_counts.to(self.readout.bias).clamp(min=1e-3)
+        self.readout.bias.copy_(mean.log() if self.cfg.log_rate else mean.expm1().log())
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -157,6 +157,9 @@ class _Run:
             self.model = build_model(cfg.model, L.trial_bins, L.forward_bins, L.n_heldin, L.n_heldout).to(device)
         except ModelError as err:
             raise TrainError(str(err)) from None
+        if cfg.model.readout_bias == "mean_rate":
+            trial = self.train_counts[:, : L.trial_bins]
+            self.model.set_mean_rates(torch.nanmean(trial.reshape(-1, trial.shape[-1]), dim=0))
         # random replacement counts stay within what the data (and a count embedding) can express
         max_count = int(torch.nan_to_num(self.train_counts[:, : L.trial_bins, : L.n_heldin]).max().item())
         self.max_count = max(1, min(max_count, cfg.model.max_spike_count) if cfg.model.embedding == "count" else max_count)
