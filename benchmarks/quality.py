@@ -8,7 +8,7 @@ baseline, the best single model and the top-N and greedy ensembles (co-bps, vel 
 each model row also as a share of the truth's co-bps. Per seed, then the mean over seeds.
 
     .venv/bin/python benchmarks/quality.py [--dataset mc_maze_small_20] [--seeds 0 1 2]
-        [--recipe demo|template] [--samples 12] [--passes 200] [--concurrent 2] [--device cpu|cuda]
+        [--recipe demo|template] [--samples 16] [--passes 300] [--concurrent 2] [--device cpu|cuda]
         [--dropout LOW HIGH] [--early-stop co_bps] [--patience 60]   # demo-recipe variants
 
 ``--recipe demo`` (the default on CPU) is ``make demo``'s recipe (nlbpipe/demo.py) at the given
@@ -66,7 +66,7 @@ def run_seed(args, seed: int, root: Path) -> dict:
     full = demo.SIZES["full"]
     if args.recipe == "demo":
         size = demo.DemoSize(scale=args.scale, samples=args.samples, concurrent=args.concurrent,
-                             max_passes=args.passes, val_interval_passes=max(1, args.passes // 20),
+                             max_passes=args.passes, val_interval_passes=max(1, round(args.passes * full.val_interval_passes / full.max_passes)),
                              initial_points=max(2, round(full.initial_points * args.samples / full.samples)),
                              max_models=round(full.max_models * args.samples / full.samples),
                              dropout=tuple(args.dropout), lr=tuple(args.lr), early_stop=args.early_stop,
@@ -137,13 +137,13 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="stand-in (and searcher) seeds")
     p.add_argument("--recipe", choices=("demo", "template"), default=None,
                    help="demo: make demo's recipe at this budget (default on CPU); template: the generated config")
-    p.add_argument("--samples", type=int, default=12, help="search trials per seed (default 12)")
+    full = demo.SIZES["full"]
+    p.add_argument("--samples", type=int, default=full.samples, help=f"search trials per seed (default {full.samples})")
     p.add_argument("--passes", type=int, default=None,
-                   help="passes per trial (demo default 200; template default: its own budget)")
+                   help=f"passes per trial (demo default {full.max_passes}; template default: its own budget)")
     p.add_argument("--concurrent", type=int, default=2, help="trials at once (default 2)")
     p.add_argument("--scale", type=float, default=1.0, help="share of the dataset's trials written (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    full = demo.SIZES["full"]
     p.add_argument("--dropout", type=float, nargs=2, default=list(full.dropout), metavar=("LOW", "HIGH"),
                    help=f"demo recipe: searched dropout range (default {full.dropout})")
     p.add_argument("--lr", type=float, nargs=2, default=list(full.lr), metavar=("LOW", "HIGH"),

@@ -47,15 +47,15 @@ class DemoSize:
     max_models: int
     # The recipe, chosen by measurement on the realistic stand-in (README, "The demo"): at this budget
     # an NDT underfits, so light dropout and a high learning rate; trials that stall stop early.
-    dropout: tuple[float, float] = (0.0, 0.3)  # the searched range of all three dropouts
-    lr: tuple[float, float] = (4e-3, 1.5e-2)  # the searched (log-uniform) learning-rate range
+    dropout: tuple[float, float] = (0.3, 0.6)  # the searched range of all three dropouts
+    lr: tuple[float, float] = (3e-3, 1.5e-2)  # the searched (log-uniform) learning-rate range
     early_stop: str = "co_bps"  # train.early_stop
     patience_passes: int = 60
 
 
 SIZES = {
-    "full": DemoSize(scale=1.0, samples=12, concurrent=2, max_passes=200, val_interval_passes=10, initial_points=5,
-                     max_models=36),
+    "full": DemoSize(scale=1.0, samples=16, concurrent=2, max_passes=300, val_interval_passes=10, initial_points=6,
+                     max_models=48),
     "tiny": DemoSize(scale=0.2, samples=4, concurrent=2, max_passes=60, val_interval_passes=20, initial_points=2,
                      max_models=12),
 }
