@@ -18,39 +18,11 @@ import argparse
 import json
 import sys
 
-from nlbpipe.cli import ArgumentParser, non_negative_int, run_reporting_errors
+from nlbpipe.cli import ArgumentParser, non_negative_int, number, positive_int, run_reporting_errors
 
-
-def size_arg(value: str):
-    if value == "auto":
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {value!r}")
-    return n
-
-
-def positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
-
-
-def folds_arg(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if n < 0 or n == 1:  # one fold has no held-out part: it is not cross-validation
-        raise argparse.ArgumentTypeError(f"expected 0 (no cross-validation) or at least 2 folds, got {value!r}")
-    return n
+size_arg = number(int, low=1, words=("auto",), what="a positive integer or 'auto'")
+# one fold has no held-out part: it is not cross-validation
+folds_arg = number(int, low=0, but_not=(1,), what="0 (no cross-validation) or at least 2 folds")
 
 
 def parse_args(argv=None):

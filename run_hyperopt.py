@@ -16,41 +16,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from nlbpipe.cli import ArgumentParser, run_reporting_errors
+from nlbpipe.cli import (
+    ArgumentParser,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_reporting_errors,
+)
 from nlbpipe.datasets import resolve
 from nlbpipe.ranking import rank_experiment, top
-from nlbpipe.search import (
-    ADDRESS_TIMEOUT_S,
-    DEFAULT_SAMPLES,
-    DEFAULT_SEED,
-    METRIC_MODES,
-    SCHEDULERS,
-    SearchOptions,
-    interrupt_on_term,
-    read_setup,
-    run_search,
-    search_exit,
-    trial_outcomes,
-)
+from nlbpipe.ray_driver import interrupt_on_term
+from nlbpipe.search import read_setup, run_search, search_exit, trial_outcomes
+from nlbpipe.search_checks import ADDRESS_TIMEOUT_S
+from nlbpipe.search_options import DEFAULT_SAMPLES, DEFAULT_SEED, METRIC_MODES, SCHEDULERS, SearchOptions
 from nlbpipe.settings import get_settings
-
-
-def _number(kind, low: float, strict: bool, what: str):
-    def parse(value: str):
-        try:
-            x = kind(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
-        if not (x > low if strict else x >= low):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
-        return x
-    return parse
-
-
-positive_int = _number(int, 0, True, "a positive integer")
-non_negative_int = _number(int, 0, False, "a non-negative integer")
-positive_float = _number(float, 0, True, "a positive number")
-non_negative_float = _number(float, 0, False, "a non-negative number")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -23,27 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nlbpipe.cli import ArgumentParser, run_reporting_errors
-
-
-def non_negative(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value!r}") from None
-    if not x >= 0:  # also NaN
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value!r}")
-    return x
-
-
-def positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
+from nlbpipe.cli import ArgumentParser, non_negative_float, positive_int, run_reporting_errors
 
 
 def parse_args(argv=None):
@@ -54,8 +34,8 @@ def parse_args(argv=None):
                    help="rebuild the test rates from the member checkpoints and compare")
     p.add_argument("--published", metavar="ROOT", help="rebuild from AE Studio's published 2021 checkpoint folder")
     p.add_argument("--size", type=positive_int, help="top-N size for --recompute EXPERIMENT_DIR or --published (default: recorded / AESMTE3's)")
-    p.add_argument("--rtol", type=non_negative, default=1e-5, help="relative tolerance of the comparison (default 1e-5)")
-    p.add_argument("--atol", type=non_negative, default=0.0, help="absolute tolerance of the comparison (default 0)")
+    p.add_argument("--rtol", type=non_negative_float, default=1e-5, help="relative tolerance of the comparison (default 1e-5)")
+    p.add_argument("--atol", type=non_negative_float, default=0.0, help="absolute tolerance of the comparison (default 0)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="inference batch size for --recompute (default 256, as training wrote)")
     p.add_argument("--score", metavar="TARGETS_H5", help="score with nlb_tools.evaluation.evaluate against these targets")
     p.add_argument("--registry-shapes", action="store_true",

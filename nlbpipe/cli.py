@@ -12,7 +12,7 @@ import errno
 import os
 import re
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import NlbpipeError
 
@@ -80,12 +80,30 @@ def run_reporting_errors(run: Callable[[], int], interrupted: str = "error: inte
         return 2
 
 
-def non_negative_int(value: str) -> int:
-    """An argparse type: an integer >= 0 (seeds, retries), named by argparse with its flag on failure."""
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
-    return n
+def number(kind: Callable[[str], Any], *, what: str, low: float | None = None, above: float | None = None,
+           but_not: tuple = (), words: tuple[str, ...] = ()) -> Callable[[str], Any]:
+    """An argparse type: ``kind(value)`` (``int`` or ``float``) that is ``>= low``, ``> above`` and none
+    of ``but_not``; each of ``words`` (e.g. ``"auto"``) is taken as it is. Anything else, NaN included,
+    is ``expected <what>, got '<value>'``, which argparse prefixes with the flag
+    (``error: argument --folds: expected ..., got '1'``).
+    """
+    def parse(value: str):
+        if value in words:
+            return value
+        try:
+            x = kind(value)
+        except ValueError:
+            x = None
+        if x is None or (low is not None and not x >= low) or (above is not None and not x > above) \
+                or x in but_not or x != x:  # x != x: NaN
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
+        return x
+
+    parse.__name__ = what  # what argparse's own messages call the type
+    return parse
+
+
+non_negative_int = number(int, low=0, what="a non-negative integer")  # seeds, retries
+positive_int = number(int, low=1, what="a positive integer")  # counts, sizes
+non_negative_float = number(float, low=0, what="a non-negative number")  # tolerances, GPUs
+positive_float = number(float, above=0, what="a positive number")  # CPUs

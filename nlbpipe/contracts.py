@@ -83,6 +83,8 @@ CHECKPOINTS_CSV = "checkpoints.csv"  # one row per kept checkpoint, best val co-
 SEARCH_PROGRESS_PNG = "search_progress.png"
 TRIAL_PREFIX = "trial_"
 TRIAL_RUN_DIR = "run"  # trial_<id>/run/ is the training run folder
+STOP_REQUESTED = "stop_requested"  # trial_<id>/run/stop_requested: the scheduler (ASHA) stopped the trial
+TRIAL_ERROR_JSON = "error.json"  # trial_<id>/error.json: the trial failed on its data or config (not retried)
 
 
 def trial_dirname(trial_id: str) -> str:

@@ -8,11 +8,10 @@ windowed build to nlb_tools on gapped files without the issue-9 synthetic writer
 
 from __future__ import annotations
 
-import datetime as dt
-import warnings
 from pathlib import Path
 
 import numpy as np
+from nwb_edit import new_nwbfile, read_nwb, write_nwb
 
 
 def _segments(trials, gap_ms: int) -> np.ndarray:
@@ -23,24 +22,13 @@ def _segments(trials, gap_ms: int) -> np.ndarray:
 
 def write_gapped(src: Path, dst: Path, gap_ms: int = 30) -> Path:
     """Copy NWB ``src`` to ``dst`` with trial-segment obs_intervals, spikes and behaviour."""
-    from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+    from pynwb import TimeSeries
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        io = NWBHDF5IO(str(src), "r")
-        nwb = io.read()
+    io, nwb = read_nwb(src)
     trials = nwb.trials.to_dataframe()
     seg = _segments(trials, gap_ms)
     units = nwb.units.to_dataframe()
-    out = NWBFile(session_description=nwb.session_description + " (gapped test copy)",
-                  identifier=nwb.identifier + "-gapped",
-                  session_start_time=dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc))
-    for col in trials.columns:
-        if col not in ("start_time", "stop_time"):
-            out.add_trial_column(name=col, description=col)
-    for rec in trials.to_dict("records"):
-        out.add_trial(**rec)
-    out.add_unit_column(name="heldout", description="held-out unit")
+    out = new_nwbfile(nwb, trials, "-gapped", " (gapped test copy)")
     for uid, row in units.iterrows():
         st = np.asarray(row.spike_times)
         inside = np.zeros(st.shape, bool)
@@ -63,7 +51,4 @@ def write_gapped(src: Path, dst: Path, gap_ms: int = 30) -> Path:
             module.add(TimeSeries(name=name, data=data[inside], timestamps=ms[inside] / 1000.0,
                                   unit=ts.unit, comments=ts.comments, description=ts.description))
     io.close()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with NWBHDF5IO(str(dst), "w") as wio:
-        wio.write(out)
-    return dst
+    return write_nwb(out, dst)

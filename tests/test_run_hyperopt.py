@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from nlbpipe.config import load_config
+from nlbpipe.contracts import STOP_REQUESTED, TRIAL_ERROR_JSON
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--set", "train.max_passes=10", "--set", "train.val_interval_passes=5", "--set", "model.num_layers=1",
@@ -172,6 +173,7 @@ def test_asha_ranks_every_trial_it_started_and_build_ensemble_uses_them(configur
     stopped = [t for t, s in statuses.items() if s == "stopped"]
     assert stopped, statuses  # ASHA stopped some at its rung, and they ended as runs do
     for t in stopped:
+        assert (exp_dir / f"trial_{t}" / "run" / STOP_REQUESTED).is_file()  # the flag the trial ended on
         kept = [p for p in (exp_dir / f"trial_{t}" / "run" / "checkpoints").glob("*") if (p / "model.pt").is_file()]
         assert kept and all((p / "rates_val.h5").is_file() and (p / "rates_test.h5").is_file() for p in kept)
     table = pd.read_csv(exp_dir / "checkpoints.csv")
@@ -238,7 +240,7 @@ def test_trial_outcomes_come_from_the_run_directories(tmp_path):
         if status:
             (run / "status.json").write_text(json.dumps({"status": status}))
         if error_json:
-            (run.parent / "error.json").write_text("{}")
+            (run.parent / TRIAL_ERROR_JSON).write_text("{}")
         return str(run.parent)
 
     results = [
@@ -310,7 +312,7 @@ print("RESULT " + json.dumps({"error": None if r.error is None else str(r.error)
 def test_sighup_and_sigterm_become_ctrl_c(sig):
     """The handler run_search installs after ray.init (which sets its own SIGTERM handler): the
     signal reaches the driver as SIGINT, the path Tune saves the experiment on."""
-    from nlbpipe.search import interrupt_on_term
+    from nlbpipe.ray_driver import interrupt_on_term
 
     saved = {s: signal.getsignal(s) for s in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)}
     try:
