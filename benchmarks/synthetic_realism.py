@@ -7,6 +7,8 @@ root and prints, per bin size, beside the targets README.md states:
   spikes), median unit and the spread (sd of ln rate) across units of the train trials' rates;
 * modulation depth: per unit, the sd of the true rate over the train trials' bins over its mean
   (median over units);
+* the tuned smoothing kernel beside the one nlb_tools chose on the real data (its
+  ``smoothing_cv_sweep.py``, grid 30-60 ms; ``nlbpipe.baselines.DEFAULTS``);
 * scores on the val phase (nlb_tools.evaluation.evaluate): the true rates (the ceiling) and the
   smoothing baseline tuned on val (the floor; ``nlbpipe.baselines.tune_smoothing``), and the
   baseline's share of the truth's co-bps (how far a log-linear map from held-in to held-out falls
@@ -34,7 +36,7 @@ import numpy as np  # noqa: E402
 from nlb_tools.evaluation import evaluate  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from nlbpipe.baselines import smoothing_rates, tune_smoothing  # noqa: E402
+from nlbpipe.baselines import DEFAULTS, smoothing_rates, tune_smoothing  # noqa: E402
 from nlbpipe.datasets import dataset_key, resolve  # noqa: E402
 from nlbpipe.synthetic import true_rates, write_synthetic  # noqa: E402
 from nlbpipe.synthetic_rates import REALISM  # noqa: E402
@@ -92,6 +94,7 @@ def main(argv=None):
             share = smooth["co-bps"] / truth["co-bps"] if truth["co-bps"] > 0 else float("nan")
             row = {"firing": firing, "truth": truth, "smoothing": smooth, "smoothing_share": share,
                    "smoothing_choice": {k: choice[k] for k in ("kern_sd_ms", "alpha")},
+                   "nlb_tools_real_kern_sd_ms": DEFAULTS[args.dataset][0],
                    "seconds": round(time.perf_counter() - t0, 1)}
             out["bins"][bin_ms] = row
             print(f"{key} val ({row['seconds']}s):")
@@ -100,7 +103,8 @@ def main(argv=None):
             for label, d in (("truth", truth), ("smoothing", smooth)):
                 print(f"  {label:10s} " + "  ".join(f"{k}={v:.3f}" for k, v in d.items()))
             print(f"  smoothing: kern_sd_ms={choice['kern_sd_ms']:g} alpha={choice['alpha']:g}, "
-                  f"{share:.0%} of truth's co-bps")
+                  f"{share:.0%} of truth's co-bps (nlb_tools' kernel on the real data: "
+                  f"{DEFAULTS[args.dataset][0]} ms, from its 30-60 ms grid)")
     print(f"targets: {TARGETS}")
     print(json.dumps(out))
 

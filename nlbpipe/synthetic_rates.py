@@ -20,9 +20,9 @@ recordings in place. Two levels:
   - held-out units read a second hidden layer as well as the held-in units' one, so held-out rates
     are a nonlinear (not log-linear) function of held-in rates: a GLM on smoothed held-in spikes
     falls well short of the truth, as nlb_tools' smoothing baseline does on the real data;
-  - trial-to-trial variability: a slow shared latent noise (Ornstein-Uhlenbeck, per latent
-    dimension) and a per-trial gain on the latents, both in the truth, so single-trial inference
-    matters and PSTHs explain less than the rates;
+  - trial-to-trial variability: a shared latent noise (Ornstein-Uhlenbeck, per latent dimension;
+    150 ms, dmfc_rsg 60 ms) and a per-trial gain on the latents, both in the truth, so single-trial
+    inference matters and PSTHs explain less than the rates;
   - behaviour noise: the decoded velocity carries smoothed noise not present in the rates.
 
 README.md ("Synthetic stand-ins") states the targets beside the measured figures
@@ -31,7 +31,7 @@ README.md ("Synthetic stand-ins") states the targets beside the measured figures
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -53,16 +53,33 @@ class Profile:
     behavior_noise: float     # velocity noise sd as a share of the velocity's sd
 
 
+# Sources and measured figures of every value: README.md, "Synthetic stand-ins". A value no published
+# figure pins is this project's assumption, chosen so the stand-in's truth and tuned smoothing sit
+# where the independent realistic mc_maze_small puts them (truth ~0.43 val co-bps, smoothing ~30 %).
+#
+# The maze sessions (one monkey, one task): 4.4 Hz is DANDI 000140's test file; the rest was set on
+# mc_maze_small and is kept for all four, since the full-size mc_maze_large stand-in's smoothing at
+# nlb_tools' tutorial setting (40 ms, alpha 0.1) scores 0.200 val co-bps against the real file's 0.225.
+# mc_maze_small's stand-in is the recipe benchmark: its profile must not change.
 _MAZE = Profile(mean_hz=4.4, log_sd=1.0, gain=1.4, heldout_mix=0.8, trial_gain_sd=0.1,
                 latent_noise_sd=0.2, noise_tau_ms=150.0, behavior_noise=0.3)
+# mc_rtt, area2_bump: the maze figures (no firing figure of their files was at hand); measured with
+# them, the tuned smoothing kernel is 30 ms as nlb_tools found on the real data (the bottom of its
+# 30-60 ms grid) and smoothing scores 42-44 % of the truth, so nothing is changed.
+_RTT = replace(_MAZE)
+_AREA2 = replace(_MAZE)
+# dmfc_rsg: with the maze figures its truth scored 0.77 in the set-go window (twice the maze's) and
+# smoothing 0.36. Weaker modulation and a faster, larger shared latent noise (single-trial deviations
+# no condition average holds) bring both to the maze's level; values are this project's assumption.
+_DMFC = replace(_MAZE, gain=1.0, latent_noise_sd=0.5, noise_tau_ms=60.0)
 PROFILES = {
     "mc_maze": _MAZE,
     "mc_maze_large": _MAZE,
     "mc_maze_medium": _MAZE,
     "mc_maze_small": _MAZE,
-    "mc_rtt": _MAZE,
-    "area2_bump": _MAZE,
-    "dmfc_rsg": _MAZE,
+    "mc_rtt": _RTT,
+    "area2_bump": _AREA2,
+    "dmfc_rsg": _DMFC,
 }
 
 

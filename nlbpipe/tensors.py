@@ -242,12 +242,32 @@ def _write_tensors(path: Path, tensors: dict, fingerprint: str, dataset_key: str
                            format=CACHE_FORMAT)
 
 
+def _h5_ready(targets: dict) -> dict:
+    """``targets`` with every ``*_cond_idx`` made storable by nlb_tools' ``save_to_h5``.
+
+    nlb_tools builds them with ``np.array(list_of_index_arrays, dtype=object)``: ragged groups give
+    a 1-d object array of int arrays (stored as variable-length rows), but groups of one size give a
+    2-d object array of ints, which ``save_to_h5`` cannot store (a balanced full-size area2_bump
+    stand-in has 17 train trials in each of its 16 conditions). Those become 2-d int arrays: read
+    back, each row is still one condition's trial indices.
+    """
+    out = {}
+    for key, val in targets.items():
+        if isinstance(val, dict):
+            out[key] = _h5_ready(val)
+        elif isinstance(val, np.ndarray) and val.dtype == object and val.ndim == 2:
+            out[key] = val.astype(np.int64)
+        else:
+            out[key] = val
+    return out
+
+
 def _write_targets(path: Path, targets: dict, fingerprint: str):
     from nlb_tools.make_tensors import save_to_h5
 
     with atomic_path(path) as tmp:
         tmp.unlink()
-        save_to_h5(targets, str(tmp), overwrite=True)
+        save_to_h5(_h5_ready(targets), str(tmp), overwrite=True)
         with h5py.File(tmp, "a") as f:
             f.attrs["fingerprint"] = fingerprint
 

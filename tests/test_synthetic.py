@@ -168,3 +168,24 @@ def test_realism_changes_what_is_written_and_is_checked(tmp_path):
     assert [p.stat().st_mtime_ns for p in a] != stamps
     with pytest.raises(SyntheticError, match="realism must be one of realistic, easy"):
         write_synthetic("mc_maze_small", tmp_path, scale=0.05, realism="hard")
+
+
+def test_dmfc_rsg_has_its_own_weaker_profile(monkeypatch):
+    """dmfc_rsg's stand-in: the dataset's mean rate in its aligned window, and log rates less
+    modulated than the maze profile makes them for the same draw (README: its truth was twice the maze's)."""
+    from nlbpipe import synthetic_rates
+    from nlbpipe.synthetic_model import _simulate
+
+    info = DATASETS["dmfc_rsg"]
+    assert synthetic_rates.PROFILES["dmfc_rsg"] != synthetic_rates.PROFILES["mc_maze_small"]
+
+    def window_log_rates():
+        model, _, trainval, _ = _simulate(info, 0, 0.05)
+        idx = synthetic_rates._aligned_ms(trainval, info.name)
+        return model.log_rates(trainval.latents[idx].astype(np.float64))
+
+    own = window_log_rates()
+    assert np.exp(own).mean() * 1000 == pytest.approx(synthetic_rates.PROFILES["dmfc_rsg"].mean_hz, rel=0.02)
+    monkeypatch.setitem(synthetic_rates.PROFILES, "dmfc_rsg", synthetic_rates.PROFILES["mc_maze_small"])
+    maze = window_log_rates()
+    assert np.median(own.std(axis=0)) < 0.9 * np.median(maze.std(axis=0))

@@ -117,3 +117,19 @@ def test_default_dirs_come_from_settings(small_synthetic, nlb_home):
     t = load_tensors("mc_maze_small", "val")
     assert (nlb_home.cache_dir / "mc_maze_small_val.h5").is_file()
     assert t["train_spikes_heldin"].shape[2] == 107
+
+
+def test_equal_sized_condition_groups_are_cached_and_read_back(tmp_path):
+    # nlb_tools gives a 2-d object array when every condition has the same number of trials (a
+    # full-size area2_bump stand-in: 16 x 17); its save_to_h5 could not store that
+    from nlbpipe.tensors import _read_cached_targets, _write_targets
+
+    equal = np.array([np.array([0, 3]), np.array([1, 2])], dtype=object)  # 2-d object array
+    ragged = np.array([np.array([0, 3]), np.array([1])], dtype=object)
+    assert equal.ndim == 2 and equal.dtype == object
+    path = tmp_path / "targets.h5"
+    _write_targets(path, {"k": {"train_cond_idx": equal, "eval_cond_idx": ragged,
+                                "psth": np.zeros((2, 3, 4))}}, "fp")
+    back = _read_cached_targets(path, "fp")["k"]
+    assert [list(r) for r in back["train_cond_idx"]] == [[0, 3], [1, 2]]
+    assert [list(r) for r in back["eval_cond_idx"]] == [[0, 3], [1]]
