@@ -83,9 +83,9 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
 
     Three template ranges assume the 2021 budget (50k passes) and are scaled to the demo's: warm-up
     (0-2000 passes) to a quarter of the budget; the learning rate to ``size.lr`` (a run at 1e-5
-    learns nothing in a few hundred passes); dropout to ``size.dropout`` (the
-    template's 0.3-0.7, trimmed at the top for a short run). Trials stop after ``size.patience_passes`` passes without a
-    better ``size.early_stop``. Everything else searched keeps the template's range.
+    learns nothing in a few hundred passes); dropout to ``size.dropout`` (the template's 0.3-0.7,
+    trimmed at the top for a short run). Trials stop after ``size.patience_passes`` passes without
+    a better ``size.early_stop``. Everything else searched keeps the template's range.
     """
     import yaml
 
