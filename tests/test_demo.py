@@ -71,3 +71,32 @@ def test_demo_of_another_size_under_the_same_home_is_refused(tmp_path):
     assert len(lines) == 1 and "scale 0.05" in lines[0] and "NLB_HOME" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert [p.stat().st_mtime_ns for p in paths] == stamps  # nothing rewritten
+
+
+def test_demo_config_cuts_the_template_to_the_demo_recipe(tmp_path):
+    """The demo's search space is the template's with the demo's ranges, and its fixed settings
+    are no longer searched: what README's "The demo" says the recipe is."""
+    from nlbpipe import configs, demo
+    from nlbpipe.config import load_config
+    from nlbpipe.search_space import load_search_space, search_space_path
+
+    config, _ = configs.generate(["mc_maze_small_20"], tmp_path / "configs", tmp_path / "raw", tmp_path / "cache")
+    template_space = load_search_space(search_space_path(config)).to_dict()
+    size = demo.SIZES["full"]
+    demo_config = demo.write_demo_config(config, tmp_path, size)
+    space = load_search_space(search_space_path(demo_config)).to_dict()
+    cfg = load_config(demo_config)
+
+    assert cfg.train.max_passes == size.max_passes and cfg.train.patience_passes == size.patience_passes
+    assert cfg.train.early_stop == size.early_stop and cfg.model.num_layers == 2
+    for key, searched in (("model.dropout", size.dropout), ("model.dropout_embedding", size.dropout),
+                          ("model.dropout_rates", size.dropout_rates)):
+        assert (space[key]["low"], space[key]["high"]) == searched
+    assert (space["train.lr"]["low"], space["train.lr"]["high"]) == size.lr
+    assert (space["train.mask_token_ratio"]["low"], space["train.mask_token_ratio"]["high"]) == size.mask_token_ratio
+    assert (space["train.mask_ratio"]["low"], space["train.mask_ratio"]["high"]) == size.mask_ratio
+    assert 0 < space["train.warmup_passes"]["low"] < space["train.warmup_passes"]["high"] <= size.max_passes // 4 + 1
+    assert not set(space) & set(demo.DEMO_SETTINGS)
+    untouched = set(template_space) - {"train.lr", "train.mask_token_ratio", "train.mask_ratio", "train.warmup_passes",
+                                       "model.dropout", "model.dropout_rates", "model.dropout_embedding"}
+    assert untouched and all(space[k] == template_space[k] for k in untouched)
