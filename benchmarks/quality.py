@@ -145,7 +145,7 @@ def main() -> int:
     p.add_argument("--scale", type=float, default=1.0, help="share of the dataset's trials written (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--dropout", type=float, nargs=2, default=list(full.dropout), metavar=("LOW", "HIGH"),
-                   help=f"demo recipe: searched dropout range (default {full.dropout})")
+                   help=f"demo recipe: searched range of model.dropout and dropout_embedding (default {full.dropout})")
     p.add_argument("--lr", type=float, nargs=2, default=list(full.lr), metavar=("LOW", "HIGH"),
                    help=f"demo recipe: searched learning-rate range (default {full.lr})")
     p.add_argument("--early-stop", default=full.early_stop, choices=("masked_loss", "co_bps", "both"),

@@ -104,14 +104,17 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
     space = yaml.safe_load(search_space_path(config).read_text())
     for key in fixed:
         space.pop(key, None)
-    space["train.warmup_passes"] = {"sample_fn": "randint", "low": size.max_passes // 8, "high": size.max_passes // 4 + 1}
-    space["train.mask_ratio"] = {"sample_fn": "uniform", "low": size.mask_ratio[0], "high": size.mask_ratio[1]}
-    space["train.lr"] = {"sample_fn": "loguniform", "low": size.lr[0], "high": size.lr[1]}
-    for key, (low, high) in (("model.dropout", size.dropout), ("model.dropout_embedding", size.dropout),
-                             ("model.dropout_rates", size.dropout_rates)):
-        space[key] = {"sample_fn": "uniform", "low": low, "high": high}
-    space["train.mask_token_ratio"] = {"sample_fn": "loguniform", "low": size.mask_token_ratio[0],
-                                       "high": size.mask_token_ratio[1]}
+    replaced = {
+        "train.warmup_passes": ("randint", (size.max_passes // 8, size.max_passes // 4 + 1)),
+        "train.lr": ("loguniform", size.lr),
+        "model.dropout": ("uniform", size.dropout),
+        "model.dropout_embedding": ("uniform", size.dropout),
+        "model.dropout_rates": ("uniform", size.dropout_rates),
+        "train.mask_ratio": ("uniform", size.mask_ratio),
+        "train.mask_token_ratio": ("loguniform", size.mask_token_ratio),
+    }
+    for key, (sample_fn, (low, high)) in replaced.items():
+        space[key] = {"sample_fn": sample_fn, "low": low, "high": high}
     demo_config = out_dir / config.name
     save_config(cfg, demo_config)
     write_text_atomic(search_space_path(demo_config), yaml.safe_dump(space, sort_keys=True))
