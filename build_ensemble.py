@@ -7,7 +7,8 @@
 
 Reads checkpoints.csv and each checkpoint's rates_val.h5 / rates_test.h5 (no inference). Writes to
 ``--out`` (default ``<submissions_dir>/<dataset_key>/``): ``<dataset_key>_submission.h5`` (test
-rates, the file to upload), ``rates_val.h5``, ``ensemble_curve.png`` and ``ensemble.json``.
+rates, the file to upload; the chosen ensemble's rates smoothed over time by a width chosen on val
+co-bps, ``--smooth-ms``), ``rates_val.h5``, ``ensemble_curve.png`` and ``ensemble.json``.
 ``--merge OUT FILE...`` instead combines per-dataset submissions into one upload file, refusing a
 dataset group that appears in two files. See nlbpipe/ensemble/ for the methods.
 """
@@ -23,6 +24,7 @@ from nlbpipe.cli import ArgumentParser, non_negative_int, number, positive_int, 
 size_arg = number(int, low=1, words=("auto",), what="a positive integer or 'auto'")
 # one fold has no held-out part: it is not cross-validation
 folds_arg = number(int, low=0, but_not=(1,), what="0 (no cross-validation) or at least 2 folds")
+smooth_arg = number(float, low=0, words=("auto",), what="a width in ms (0 = none) or 'auto'")
 
 
 def parse_args(argv=None):
@@ -45,6 +47,9 @@ def parse_args(argv=None):
     p.add_argument("--folds", type=folds_arg, default=D["folds"],
                    help="folds over val trials for the CV figures (0 = none; default %(default)s)")
     p.add_argument("--seed", type=non_negative_int, default=D["seed"], help="seed of the fold split (default %(default)s)")
+    p.add_argument("--smooth-ms", type=smooth_arg, default="auto",
+                   help="sd in ms of the Gaussian the ensemble's log rates are smoothed with over time; 'auto' "
+                        "(default) picks it from 0-40 ms by val co-bps, 0 turns it off")
     p.add_argument("--targets", help="val-phase eval targets .h5 (nlb_tools format); default: from the experiment's data")
     p.add_argument("--out", help="output folder (default <submissions_dir>/<dataset_key>/)")
     p.add_argument("--merge", nargs="+", metavar="PATH", help="OUT FILE [FILE ...]: merge submissions into OUT")
@@ -75,7 +80,7 @@ def build(args) -> int:
     from nlbpipe.submission import submission_group
 
     key = args.dataset
-    resolve(key)
+    _, bin_ms = resolve(key)
     submission_group(key)
     settings = get_settings()
     experiment = ens.find_experiment(key, args.experiment, settings.results_dir)
@@ -87,6 +92,7 @@ def build(args) -> int:
     result = ens.build_ensemble(
         experiment, spikes, method=args.method, size=args.size, max_models=args.max_models,
         greedy_max_size=args.greedy_max_size, n_init=args.greedy_init, folds=args.folds, seed=args.seed, log=log,
+        smooth_ms=args.smooth_ms, bin_ms=bin_ms,
     )
     paths, metrics = ens.write_ensemble(result, experiment, key, out_dir, targets)
 
@@ -109,7 +115,8 @@ def build(args) -> int:
     for name, path in paths.items():
         print(f"{name:<14} {path}")
     print(json.dumps({"dataset": key, "method": result.chosen.method, "size": result.chosen.size,
-                      "val_co_bps": result.chosen.val_co_bps, "submission": str(paths["submission"])}))
+                      "val_co_bps": result.val_co_bps,
+                      "smooth_ms": result.smoothing.sd_ms if result.smoothing else 0, "submission": str(paths["submission"])}))
     return 0
 
 

@@ -11,7 +11,7 @@ Always checks the format: the dataset's group, the six tensors, their shapes (fr
 test-phase tensors when the data is present, else the registry and nlb_tools PARAMS), float,
 finite, non-negative. Each problem is one line naming the tensor, the expectation and the finding.
 ``--recompute`` loads every member checkpoint (weights_only), predicts the test phase, averages with
-the recorded weights and compares with the file (rtol 1e-5, max abs/rel diff per tensor).
+the recorded weights, smooths as ensemble.json records, and compares with the file (rtol 1e-5, max abs/rel diff per tensor).
 ``--published ROOT`` does the same from a folder of published 2021 checkpoints: see
 nlbpipe/published.py for what that layout allows. Exit 0 when every requested check passes, 1 when a
 check fails, 2 on a usage error.
@@ -79,10 +79,12 @@ def run(args) -> int:
             what = f"published checkpoints in {args.published} (top {len(members)} of models.csv)"
             reference = rederive_published(members)
         else:
-            members = sub.resolve_members(args.recompute, args.file, args.size)
-            what = f"{len(members)} member checkpoint(s) from {args.recompute}"
+            ensemble = sub.resolve_ensemble(args.recompute, args.file, args.size)
+            what = f"{len(ensemble.members)} member checkpoint(s) from {args.recompute}"
+            if ensemble.smoothing.sd_ms:
+                what += f", smoothed {ensemble.smoothing.sd_ms:g} ms"
             reference = sub.recompute_rates(
-                members, predict=lambda ckpt: sub.infer_test_rates(ckpt, args.batch_size), log=log)
+                ensemble, predict=lambda ckpt: sub.infer_test_rates(ckpt, args.batch_size), log=log)
         group = sub.read_submission(args.file).get(args.dataset, {})
         diffs = sub.compare_rates(reference, group, rtol=args.rtol, atol=args.atol)
         ok = all(d.ok for d in diffs)

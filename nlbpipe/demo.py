@@ -178,10 +178,12 @@ def run_pipeline(size: DemoSize) -> dict[str, Path]:
 
 def comparison_rows(paths: dict[str, Path], dataset: str = DATASET) -> list[tuple[str, str, dict[str, float]]]:
     """(row, phase, metrics) for truth, smoothing, best single model, top-N and greedy ensembles
-    (``paths["ensemble"]``: build_ensemble.py's output folder; synthetic data of ``dataset``)."""
+    (``paths["ensemble"]``: build_ensemble.py's output folder; synthetic data of ``dataset``). Both
+    ensembles' rates are smoothed over time as ensemble.json records (the width chosen on val)."""
     from threadpoolctl import threadpool_limits
 
     from .baselines import smoothing_rates, tune_smoothing
+    from .ensemble.smoothing import RateSmoothing, smooth_rates
     from .rates import load_rates, weighted_mean_rates
     from .scoring import evaluate_rates
     from .synthetic import true_rates
@@ -194,13 +196,15 @@ def comparison_rows(paths: dict[str, Path], dataset: str = DATASET) -> list[tupl
     library = {(c["trial_id"], c["kind"]): exp_dir / c["checkpoint_dir"] for c in record["curve"]["library"]}
     best = record["best_single"]
     best_dir = exp_dir / best["checkpoint_dir"]
+    smoothing = RateSmoothing.from_json(record.get("smoothing"), where=str(paths["ensemble"] / contracts.ENSEMBLE_JSON))
+    smoothed = f", {smoothing.sd_ms:g} ms smoothed" if smoothing.sd_ms else ""
 
     def selection(name: str, phase: str):
         sel = record.get(name)
         if not sel:
             return None
         files = [library[(m["trial_id"], m["kind"])] / contracts.rates_filename(phase) for m in sel["members"]]
-        return weighted_mean_rates(files, [m["weight"] for m in sel["members"]])
+        return smooth_rates(weighted_mean_rates(files, [m["weight"] for m in sel["members"]]), smoothing.sd_bins)
 
     rows = []
     with threadpool_limits(1, "blas"):
@@ -212,9 +216,9 @@ def comparison_rows(paths: dict[str, Path], dataset: str = DATASET) -> list[tupl
                 "smoothing baseline": smoothing_rates(dataset, phase, raw, cache, kern_sd_ms=smooth["kern_sd_ms"],
                                                       alpha=smooth["alpha"]),
                 "best single NDT": load_rates(best_dir / contracts.rates_filename(phase)),
-                f"top-N ensemble (N={(record.get('topn') or {}).get('size', '?')})": selection("topn", phase),
-                f"greedy ensemble ({len((record.get('greedy') or {}).get('members', []))} distinct)": selection(
-                    "greedy", phase),
+                f"top-N ensemble (N={(record.get('topn') or {}).get('size', '?')}{smoothed})": selection("topn", phase),
+                f"greedy ensemble ({len((record.get('greedy') or {}).get('members', []))} distinct{smoothed})":
+                    selection("greedy", phase),
             }
             for name, rates in candidates.items():
                 if rates is not None:
@@ -224,9 +228,10 @@ def comparison_rows(paths: dict[str, Path], dataset: str = DATASET) -> list[tupl
 
 def format_table(rows) -> str:
     cols = ("co_bps", "vel_r2", "psth_r2", "fp_bps")
-    lines = [f"{'':<30}{'phase':>6}" + "".join(f"{c:>10}" for c in cols)]
+    width = max([30] + [len(name) + 1 for name, _, _ in rows])
+    lines = [f"{'':<{width}}{'phase':>6}" + "".join(f"{c:>10}" for c in cols)]
     for name, phase, metrics in rows:
-        lines.append(f"{name:<30}{phase:>6}" + "".join(f"{metrics.get(c, float('nan')):>10.4f}" for c in cols))
+        lines.append(f"{name:<{width}}{phase:>6}" + "".join(f"{metrics.get(c, float('nan')):>10.4f}" for c in cols))
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import h5py
 import numpy as np
@@ -26,6 +26,9 @@ from .contracts import CHECKPOINTS_CSV, ENSEMBLE_JSON, EVALAI_GROUPS
 from .errors import NlbpipeError
 from .fileio import atomic_path
 from .rates import RATE_KEYS, save_rates
+
+if TYPE_CHECKING:  # a runtime import would be circular: nlbpipe.ensemble writes submissions
+    from .ensemble.smoothing import RateSmoothing
 
 
 class SubmissionError(NlbpipeError, ValueError):
@@ -318,25 +321,47 @@ def members_from_experiment(experiment_dir: str | os.PathLike, size: int) -> lis
     return [Member(r.path, 1.0 / size, f"{r.trial_id}/{r.kind}") for r in rows[:size]]
 
 
-def resolve_members(source: str | os.PathLike, submission_file: Path, size: int | None = None) -> list[Member]:
-    """``--recompute`` argument → members: an ensemble.json, a folder holding one, or an experiment
-    folder (then the ensemble.json beside the submission if it names that experiment, else --size)."""
+@dataclass
+class Ensemble:
+    """What a submission is re-derived from: weighted members, then the recorded rate smoothing."""
+
+    members: list[Member]
+    smoothing: RateSmoothing
+
+
+def _from_ensemble_json(path: Path) -> tuple[Ensemble, dict]:
+    from .ensemble.smoothing import RateSmoothing
+    from .errors import EnsembleError
+
+    members, record = members_from_ensemble_json(path)
+    try:
+        return Ensemble(members, RateSmoothing.from_json(record.get("smoothing"), where=str(path))), record
+    except EnsembleError as err:
+        raise SubmissionError(str(err)) from err
+
+
+def resolve_ensemble(source: str | os.PathLike, submission_file: Path, size: int | None = None) -> Ensemble:
+    """``--recompute`` argument → members and smoothing: an ensemble.json, a folder holding one, or an
+    experiment folder (then the ensemble.json beside the submission if it names that experiment, else
+    the unsmoothed top ``--size`` mean)."""
+    from .ensemble.smoothing import RateSmoothing
+
     source = Path(source)
     if source.is_file():
-        return members_from_ensemble_json(source)[0]
+        return _from_ensemble_json(source)[0]
     if not source.is_dir():
         raise SubmissionError(f"--recompute {source}: no such file or folder")
     if (source / ENSEMBLE_JSON).is_file():
-        return members_from_ensemble_json(source / ENSEMBLE_JSON)[0]
+        return _from_ensemble_json(source / ENSEMBLE_JSON)[0]
     if not (source / CHECKPOINTS_CSV).is_file():
         raise SubmissionError(f"--recompute {source}: holds neither ensemble.json nor checkpoints.csv")
     if size is not None:
-        return members_from_experiment(source, size)
+        return Ensemble(members_from_experiment(source, size), RateSmoothing(0.0, 1))
     beside = Path(submission_file).parent / ENSEMBLE_JSON
     if beside.is_file():
-        members, record = members_from_ensemble_json(beside)
+        found, record = _from_ensemble_json(beside)
         if Path(record.get("experiment_dir", "")).absolute() == source.absolute():
-            return members
+            return found
     raise SubmissionError(
         f"--recompute {source}: an experiment folder does not say which checkpoints were ensembled; "
         f"pass its ensemble.json, or --size N for the top-N mean"
@@ -353,11 +378,13 @@ def infer_test_rates(checkpoint: Path, batch_size: int = 256) -> dict:
     return predict_rates(model, tensors, batch_size)
 
 
-def recompute_rates(members: Sequence[Member], predict: Callable[[Path], dict] | None = None, log=None) -> dict:
-    """Weighted mean of the members' re-derived test rates (same accumulation as build_ensemble)."""
+def recompute_rates(ensemble: Ensemble, predict: Callable[[Path], dict] | None = None, log=None) -> dict:
+    """Weighted mean of the members' re-derived test rates, smoothed as recorded (as build_ensemble does)."""
+    from .ensemble.smoothing import smooth_rates
     from .rates import weighted_mean_rates
 
     predict = predict or infer_test_rates
+    members = ensemble.members
     outputs = []
     for i, m in enumerate(members):
         if not m.checkpoint.is_dir():
@@ -365,7 +392,7 @@ def recompute_rates(members: Sequence[Member], predict: Callable[[Path], dict] |
         if log:
             log(f"re-deriving test rates of {m.label} ({i + 1}/{len(members)})")
         outputs.append(predict(m.checkpoint))
-    return weighted_mean_rates(outputs, [m.weight for m in members])
+    return smooth_rates(weighted_mean_rates(outputs, [m.weight for m in members]), ensemble.smoothing.sd_bins)
 
 
 # --------------------------------------------------------------------------------------------

@@ -266,16 +266,23 @@ def test_build_ensemble_cli_writes_everything(experiment, tmp_path):
     record = json.loads((out / "ensemble.json").read_text())
     assert record["method"] == summary["method"] and record["dataset"] == KEY
     assert record["ensemble"]["val_co_bps"] >= record["best_single"]["val_co_bps"]
+    # what is submitted (the smoothed rates) is what val_co_bps scores; smoothing never lowers it on val
     assert record["ensemble"]["val_metrics"]["co_bps"] == pytest.approx(record["ensemble"]["val_co_bps"], abs=1e-4)
+    smoothing = record["smoothing"]
+    assert smoothing["chosen_by"] == "val co-bps" and smoothing["bin_ms"] == 20
+    assert record["ensemble"]["val_co_bps"] == max(smoothing["val_co_bps_by_sd_ms"].values())
+    assert record["ensemble"]["val_co_bps"] >= record["ensemble"]["unsmoothed_val_co_bps"]
+    assert summary["smooth_ms"] == smoothing["sd_ms"]
     assert len(record["curve"]["val_co_bps"]) == 8 and record["greedy_path"]["val_co_bps"]
     assert record["topn"]["val_co_bps"] and record["greedy"]["val_co_bps"]
     for m in record["members"]:
         assert Path(m["checkpoint_path"]).is_dir() and {"trial_id", "kind", "weight", "val_co_bps"} <= set(m)
     assert sum(m["weight"] for m in record["members"]) == pytest.approx(1.0)
     assert (out / "ensemble_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # val rates = the weighted mean of the members' val rates
+    # val rates = the weighted mean of the members' val rates, smoothed as recorded
     members = [(Path(m["checkpoint_path"]), m["weight"]) for m in record["members"]]
-    expect = ens.weighted_mean_rates([p / "rates_val.h5" for p, _ in members], [w for _, w in members])
+    expect = ens.smooth_rates(ens.weighted_mean_rates([p / "rates_val.h5" for p, _ in members],
+                                                      [w for _, w in members]), smoothing["sd_bins"])
     got = load_rates(out / "rates_val.h5")
     for k in RATE_KEYS:
         np.testing.assert_array_equal(got[k], expect[k])
@@ -289,19 +296,26 @@ def test_build_ensemble_cli_writes_everything(experiment, tmp_path):
 def test_build_ensemble_cli_default_experiment_and_topn_size(experiment, tmp_path):
     root = experiment["root"]
     r = run_cli("build_ensemble.py", KEY, "--method", "topn", "--size", "2", "--targets", experiment["val_targets"],
-                "--folds", "0", env_root=root)
+                "--folds", "0", "--smooth-ms", "0", env_root=root)
     assert r.returncode == 0, r.stderr
-    record = json.loads((root / "submissions" / KEY / "ensemble.json").read_text())
+    out = root / "submissions" / KEY
+    record = json.loads((out / "ensemble.json").read_text())
     ranked = ens.read_checkpoints_csv(experiment["experiment"])
     assert [m["trial_id"] for m in record["members"]] == [c.trial_id for c in ranked[:2]]
     assert [m["weight"] for m in record["members"]] == [0.5, 0.5]
+    # --smooth-ms 0: the plain 2021 top-N mean, byte for byte
+    assert record["smoothing"] is None
+    expect = ens.weighted_mean_rates([c.rates_test for c in ranked[:2]], [0.5, 0.5])
+    with h5py.File(out / f"{KEY}_submission.h5") as f:
+        for k in RATE_KEYS:
+            np.testing.assert_array_equal(f[KEY][k][()], expect[k])
     assert record["greedy"] is None and record["method"] == "topn"
 
 
 def test_an_interrupted_rebuild_leaves_no_stale_ensemble_json(experiment, tmp_path):
     out = tmp_path / "sub"
     args = [KEY, "--experiment", experiment["experiment"], "--targets", experiment["val_targets"], "--out", out,
-            "--folds", "0", "--method", "topn"]
+            "--folds", "0", "--method", "topn", "--smooth-ms", "0"]
     assert run_cli("build_ensemble.py", *args, "--size", "1", env_root=tmp_path).returncode == 0
     assert (out / "ensemble.json").is_file()
     (out / "ensemble_curve.png").unlink()
@@ -324,6 +338,8 @@ def test_build_ensemble_cli_errors(experiment, tmp_path):
     assert r.returncode == 2 and "--targets" in r.stderr
     r = run_cli("build_ensemble.py", KEY, "--size", "zero")
     assert r.returncode == 2 and "--size" in r.stderr
+    r = run_cli("build_ensemble.py", KEY, "--smooth-ms", "-5")
+    assert r.returncode == 2 and "--smooth-ms" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_screened_greedy_picks_like_exhaustive_greedy(experiment):

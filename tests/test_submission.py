@@ -201,15 +201,16 @@ def _from_saved(ckpt: Path) -> dict:
 
 def test_recompute_from_experiment_top_n_matches_a_top_n_file(tmp_path):
     exp, rates = _ckpt_dirs(tmp_path)
-    members = sub.resolve_members(exp, tmp_path / "s.h5", size=2)
-    assert [m.label for m in members] == ["t0/best_co_bps", "t1/best_co_bps"]
+    members = sub.resolve_ensemble(exp, tmp_path / "s.h5", size=2)
+    assert members.smoothing.sd_ms == 0
+    assert [m.label for m in members.members] == ["t0/best_co_bps", "t1/best_co_bps"]
     rebuilt = sub.recompute_rates(members, predict=_from_saved)
     expected = {k: ((rates[0][k].astype(np.float64) + rates[1][k]) / 2).astype(np.float32) for k in RATE_KEYS}
     assert all(d.ok for d in sub.compare_rates(rebuilt, expected, rtol=1e-6))
     with pytest.raises(sub.SubmissionError, match="--size N"):
-        sub.resolve_members(exp, tmp_path / "s.h5")
+        sub.resolve_ensemble(exp, tmp_path / "s.h5")
     with pytest.raises(sub.SubmissionError, match="--size 4"):
-        sub.resolve_members(exp, tmp_path / "s.h5", size=4)
+        sub.resolve_ensemble(exp, tmp_path / "s.h5", size=4)
 
 
 def test_recompute_from_ensemble_json_uses_recorded_weights(tmp_path):
@@ -219,19 +220,19 @@ def test_recompute_from_ensemble_json_uses_recorded_weights(tmp_path):
         {"trial_id": "t0", "kind": "best_co_bps", "checkpoint_dir": "trial_0/checkpoints/best_co_bps", "weight": 0.25},
     ]}
     (tmp_path / "ensemble.json").write_text(json.dumps(record))
-    members = sub.resolve_members(tmp_path / "ensemble.json", tmp_path / "s.h5")
+    members = sub.resolve_ensemble(tmp_path / "ensemble.json", tmp_path / "s.h5")
     rebuilt = sub.recompute_rates(members, predict=_from_saved)
     for k in RATE_KEYS:
         np.testing.assert_allclose(rebuilt[k], 0.75 * rates[2][k] + 0.25 * rates[0][k], rtol=1e-6)
     # an experiment folder resolves through the ensemble.json beside the submission that names it
-    assert [m.label for m in sub.resolve_members(exp, tmp_path / "s.h5")] == ["t2/best_co_bps", "t0/best_co_bps"]
+    assert [m.label for m in sub.resolve_ensemble(exp, tmp_path / "s.h5").members] == ["t2/best_co_bps", "t0/best_co_bps"]
     record["members"][0]["checkpoint_dir"] = "gone"
     (tmp_path / "ensemble.json").write_text(json.dumps(record))
     with pytest.raises(sub.SubmissionError, match="t2/best_co_bps: checkpoint folder .*gone not found"):
-        sub.recompute_rates(sub.resolve_members(tmp_path / "ensemble.json", tmp_path / "s.h5"), predict=_from_saved)
+        sub.recompute_rates(sub.resolve_ensemble(tmp_path / "ensemble.json", tmp_path / "s.h5"), predict=_from_saved)
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(sub.SubmissionError, match="bad.json is not a readable ensemble.json"):
-        sub.resolve_members(tmp_path / "bad.json", tmp_path / "s.h5")
+        sub.resolve_ensemble(tmp_path / "bad.json", tmp_path / "s.h5")
 
 
 def test_metrics_table_lays_out_the_splits():

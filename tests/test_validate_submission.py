@@ -30,7 +30,7 @@ def built(tmp_path_factory):
     """An experiment and the submission build_ensemble's library writes from it."""
     root = tmp_path_factory.mktemp("val")
     exp = make_experiment(root, n_ckpts=5, seed=2)
-    result = ens.build_ensemble(exp["experiment"], exp["spikes"], method="both", folds=3)
+    result = ens.build_ensemble(exp["experiment"], exp["spikes"], method="both", folds=3, smooth_ms="auto", bin_ms=20)
     paths, _ = ens.write_ensemble(result, exp["experiment"], KEY, root / "sub")
     return dict(exp, **paths)
 
@@ -79,6 +79,25 @@ def test_recompute_agrees_with_the_written_file(built, env, monkeypatch, capsys)
         assert "recompute (" in out and out.count(" ok") >= 6 and "MISMATCH" not in out
     # an experiment folder: the ensemble.json beside the submission says which members
     assert main([KEY, str(built["submission"]), "--recompute", str(built["experiment"])]) == 0
+
+
+def test_recompute_applies_the_recorded_smoothing(built, env, monkeypatch, capsys, tmp_path):
+    """The members' noisy rates make build_ensemble smooth; a record without it no longer matches."""
+    import json
+
+    monkeypatch.setattr(sub, "infer_test_rates", _from_saved)
+    record = json.loads(built["ensemble_json"].read_text())
+    assert record["smoothing"]["sd_ms"] > 0
+    main = _script("validate_submission.py").main
+    assert main([KEY, str(built["submission"]), "--recompute", str(built["ensemble_json"])]) == 0
+    assert f"smoothed {record['smoothing']['sd_ms']:g} ms" in capsys.readouterr().out
+    unsmoothed = tmp_path / "ensemble.json"
+    unsmoothed.write_text(json.dumps(dict(record, smoothing=None)))
+    assert main([KEY, str(built["submission"]), "--recompute", str(unsmoothed)]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+    unsmoothed.write_text(json.dumps(dict(record, smoothing={"sd_ms": "wide"})))
+    assert main([KEY, str(built["submission"]), "--recompute", str(unsmoothed)]) == 2
+    assert "'smoothing' needs numeric sd_ms" in capsys.readouterr().err
 
 
 def test_recompute_names_the_tensor_that_differs(built, env, monkeypatch, capsys, tmp_path):

@@ -16,6 +16,7 @@ from ..ranking import Checkpoint, read_checkpoints_csv, with_rates
 from ..rates import read_rate_tensor, weighted_mean_rates
 from ..tensors import read_targets_file
 from .selection import SELECT_DEFAULTS, Selection, choose, select
+from .smoothing import RateSmoothing, choose_smoothing, smooth_rates
 from .statistics import HeldoutScorer
 
 
@@ -32,6 +33,14 @@ class EnsembleResult:
     chosen: Selection
     folds: int
     seed: int
+    smoothing: RateSmoothing | None = None  # applied to the chosen ensemble's rates (nlbpipe.ensemble.smoothing)
+
+    @property
+    def val_co_bps(self) -> float:
+        """Val co-bps of the rates submitted: the chosen ensemble's, after smoothing."""
+        if self.smoothing is not None:
+            return self.smoothing.val_co_bps[self.smoothing.sd_ms]
+        return self.chosen.val_co_bps
 
     @property
     def members(self) -> list[tuple[Checkpoint, float, int]]:
@@ -60,12 +69,15 @@ MAX_MODELS = 50  # the library: the top M checkpoints by val co-bps
 
 
 def build_ensemble(
-    experiment_dir: str | os.PathLike, spikes_heldout: np.ndarray, max_models: int = MAX_MODELS, log=None, **options
+    experiment_dir: str | os.PathLike, spikes_heldout: np.ndarray, max_models: int = MAX_MODELS, log=None,
+    smooth_ms: float | str | None = None, bin_ms: int | None = None, **options
 ) -> EnsembleResult:
     """Rank, score and select; no files are written (see :func:`write_ensemble`).
 
     ``options`` are :func:`select`'s (method, size, greedy_max_size, n_init, folds, seed); its
-    defaults are the only ones (``SELECT_DEFAULTS``).
+    defaults are the only ones (``SELECT_DEFAULTS``). ``smooth_ms``: the sd of the Gaussian the
+    chosen ensemble's log rates are smoothed with over time, in ms, or ``"auto"`` to choose it on val
+    co-bps (both need the data's ``bin_ms``); None or 0 for none.
     """
     unknown = sorted(set(options) - set(SELECT_DEFAULTS))
     if unknown:
@@ -80,17 +92,31 @@ def build_ensemble(
             if abs(score - ckpt.val_co_bps) > 1e-3:
                 log(f"warning: {ckpt.describe()} scores {score:.4f} val co-bps from its {RATES_VAL}, "
                     f"checkpoints.csv says {ckpt.val_co_bps:.4f} (stale rates file?)")
-    return EnsembleResult(
+    result = EnsembleResult(
         library=library, single_co_bps=found.singles, curve=found.curve, topn=found.topn, greedy=found.greedy,
         greedy_path=found.greedy_path, greedy_cv_path=found.greedy_cv_path, n_init=min(n_init, len(library)),
         chosen=choose(method, found.topn, found.greedy),
         folds=folds if folds >= 2 else 0, seed=seed,
     )
+    if smooth_ms not in (None, 0, 0.0):
+        if bin_ms is None:
+            raise EnsembleError("smoothing the ensemble's rates needs the data's bin size (bin_ms)")
+        if smooth_ms == "auto":
+            result.smoothing = choose_smoothing(ensemble_rates(result, "val"), spikes_heldout, bin_ms)
+            if log:
+                tried = ", ".join(f"{k:g} ms {v:.4f}" for k, v in result.smoothing.val_co_bps.items())
+                log(f"rate smoothing by val co-bps: {tried}; chosen {result.smoothing.sd_ms:g} ms")
+        else:
+            result.smoothing = choose_smoothing(ensemble_rates(result, "val"), spikes_heldout, bin_ms,
+                                                grid_ms=(float(smooth_ms),))
+    return result
 
 
 def ensemble_rates(result: EnsembleResult, phase: str) -> dict[str, np.ndarray]:
+    """The chosen members' weighted mean rates of ``phase``, smoothed as ``result.smoothing`` says."""
     files = [(c.rates_val if phase == "val" else c.rates_test) for c, _, _ in result.members]
-    return weighted_mean_rates(files, [w for _, w, _ in result.members])
+    rates = weighted_mean_rates(files, [w for _, w, _ in result.members])
+    return smooth_rates(rates, result.smoothing.sd_bins) if result.smoothing is not None else rates
 
 
 def data_dirs(experiment_dir: Path, library: Sequence[Checkpoint] | None = None) -> tuple[str, str]:

@@ -90,7 +90,8 @@ def ensemble_record(result: EnsembleResult, experiment_dir: Path, dataset_key: s
             for c in [lib[i]]
         ],
         "ensemble": {
-            "val_co_bps": result.chosen.val_co_bps, "cv_co_bps": _none_nan(result.chosen.cv_co_bps),
+            "val_co_bps": result.val_co_bps, "unsmoothed_val_co_bps": result.chosen.val_co_bps,
+            "cv_co_bps": _none_nan(result.chosen.cv_co_bps),
             "val_metrics": (val_metrics or {}).get("ensemble", {}),
         },
         "best_single": {"trial_id": lib[best].trial_id, "kind": lib[best].kind,
@@ -109,6 +110,7 @@ def ensemble_record(result: EnsembleResult, experiment_dir: Path, dataset_key: s
             "val_co_bps": [float(x) for x in result.greedy_path],
             "cv_co_bps": None if result.greedy_cv_path is None else [float(x) for x in result.greedy_cv_path],
         },
+        "smoothing": None if result.smoothing is None else result.smoothing.to_json(),
         "cv": {"folds": result.folds, "seed": result.seed, "over": "val trials"},
         "files": {k: str(v) for k, v in paths.items() if k != "ensemble_json"},
     }
@@ -154,7 +156,12 @@ def summary_lines(result: EnsembleResult) -> list[str]:
     head = ("method", "size", "val co-bps", f"CV co-bps ({result.folds}-fold)" if result.folds else "CV co-bps")
     widths = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return [fmt.format(*head)] + [fmt.format(*r) for r in rows] + ["(* used for the submission)"]
+    lines = [fmt.format(*head)] + [fmt.format(*r) for r in rows] + ["(* used for the submission)"]
+    sm = result.smoothing
+    if sm is not None:
+        lines.append(f"rates smoothed with a {sm.sd_ms:g} ms Gaussian ({'chosen by val co-bps' if len(sm.val_co_bps) > 1 else '--smooth-ms'}): "
+                     f"val co-bps {result.chosen.val_co_bps:.4f} -> {result.val_co_bps:.4f}")
+    return lines
 
 
 def stderr_log(msg: str) -> None:
