@@ -85,10 +85,10 @@ def choose_smoothing(val_rates: dict, spikes_heldout: np.ndarray, bin_ms: int,
 
     if bin_ms < 1:
         raise EnsembleError(f"bin size {bin_ms} ms: must be at least 1")
+    trial_bins = val_rates["eval_rates_heldout"].shape[1]
+    both = np.concatenate([val_rates["eval_rates_heldout"], val_rates["eval_rates_heldout_forward"]], axis=1)
     scores = {}
     for sd_ms in sorted(set(float(g) for g in grid_ms)):
-        both = np.concatenate([val_rates["eval_rates_heldout"], val_rates["eval_rates_heldout_forward"]], axis=1)
-        trial = smooth_log_rates(both, sd_ms / bin_ms)[:, :val_rates["eval_rates_heldout"].shape[1]]
-        scores[sd_ms] = co_bps(trial, spikes_heldout)
+        scores[sd_ms] = co_bps(smooth_log_rates(both, sd_ms / bin_ms)[:, :trial_bins], spikes_heldout)
     best = max(scores, key=lambda k: (np.nan_to_num(scores[k], nan=-np.inf), -k))
     return RateSmoothing(best, bin_ms, scores)
