@@ -202,7 +202,8 @@ class _Filled:
         self.dtype = sig.dtype
         self.knots = []
         self.has_nan = []
-        grid_has_nan = len(np.unique(pos)) < n_ms
+        increasing = len(pos) < 2 or bool((np.diff(pos) > 0).all())  # then every position is distinct
+        grid_has_nan = (len(pos) if increasing else len(np.unique(pos))) < n_ms
         for c in range(vals.shape[1]):
             good = ~np.isnan(vals[:, c])
             order = np.argsort(pos[good], kind="stable")
@@ -212,6 +213,8 @@ class _Filled:
         self.recorded = [np.zeros(n_ms, bool) for _ in range(vals.shape[1])]
         for c, (p, _) in enumerate(self.knots):
             self.recorded[c][p] = True
+        # float knots once: np.interp would convert the whole session's positions on every call
+        self.knots = [(p.astype(np.float64), v) for p, v in self.knots]
 
     def values(self, a: int, b: int) -> np.ndarray:
         """Grid positions ``[a, b)``: interpolated (if the session has NaNs), zero off the grid."""
@@ -220,8 +223,11 @@ class _Filled:
         x = np.zeros((len(q), len(self.knots)))
         for c, (kp, kv) in enumerate(self.knots):
             if self.any_nan:
-                # pandas fills NaNs only; the fill is cast back to the column's dtype
-                x[inside, c] = np.interp(q[inside], kp, kv).astype(self.dtype)
+                # pandas fills NaNs only; the fill is cast back to the column's dtype. Only the knots
+                # bracketing [a, b) take part (the same result as the whole session's, far cheaper).
+                lo = max(int(np.searchsorted(kp, a, side="right")) - 1, 0)
+                hi = int(np.searchsorted(kp, b - 1, side="left")) + 1
+                x[inside, c] = np.interp(q[inside], kp[lo:hi], kv[lo:hi]).astype(self.dtype)
             else:
                 x[inside, c] = kv[q[inside]]
         return x
