@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from .contracts import CHECKPOINTS_CSV, ENSEMBLE_JSON, EVALAI_GROUPS
-from .errors import NlbpipeError
+from .errors import EnsembleError, NlbpipeError
 from .fileio import atomic_path
 from .rates import RATE_KEYS, save_rates
 
@@ -331,7 +331,6 @@ class Ensemble:
 
 def _from_ensemble_json(path: Path) -> tuple[Ensemble, dict]:
     from .ensemble.smoothing import RateSmoothing
-    from .errors import EnsembleError
 
     members, record = members_from_ensemble_json(path)
     try:
@@ -344,7 +343,7 @@ def resolve_ensemble(source: str | os.PathLike, submission_file: Path, size: int
     """``--recompute`` argument → members and smoothing: an ensemble.json, a folder holding one, or an
     experiment folder (then the ensemble.json beside the submission if it names that experiment, else
     the unsmoothed top ``--size`` mean)."""
-    from .ensemble.smoothing import RateSmoothing
+    from .ensemble.smoothing import NO_SMOOTHING
 
     source = Path(source)
     if source.is_file():
@@ -356,7 +355,7 @@ def resolve_ensemble(source: str | os.PathLike, submission_file: Path, size: int
     if not (source / CHECKPOINTS_CSV).is_file():
         raise SubmissionError(f"--recompute {source}: holds neither ensemble.json nor checkpoints.csv")
     if size is not None:
-        return Ensemble(members_from_experiment(source, size), RateSmoothing(0.0, 1))
+        return Ensemble(members_from_experiment(source, size), NO_SMOOTHING)
     beside = Path(submission_file).parent / ENSEMBLE_JSON
     if beside.is_file():
         found, record = _from_ensemble_json(beside)

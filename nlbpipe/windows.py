@@ -204,17 +204,16 @@ class _Filled:
         self.has_nan = []
         increasing = len(pos) < 2 or bool((np.diff(pos) > 0).all())  # then every position is distinct
         grid_has_nan = (len(pos) if increasing else len(np.unique(pos))) < n_ms
+        self.recorded = [np.zeros(n_ms, bool) for _ in range(vals.shape[1])]
         for c in range(vals.shape[1]):
             good = ~np.isnan(vals[:, c])
             order = np.argsort(pos[good], kind="stable")
-            self.knots.append((pos[good][order], vals[good, c][order]))
+            knot_pos = pos[good][order]
+            self.recorded[c][knot_pos] = True
+            # float positions once: np.interp would convert the whole session's on every call
+            self.knots.append((knot_pos.astype(np.float64), vals[good, c][order]))
             self.has_nan.append(grid_has_nan or not good.all())
         self.any_nan = any(self.has_nan)
-        self.recorded = [np.zeros(n_ms, bool) for _ in range(vals.shape[1])]
-        for c, (p, _) in enumerate(self.knots):
-            self.recorded[c][p] = True
-        # float knots once: np.interp would convert the whole session's positions on every call
-        self.knots = [(p.astype(np.float64), v) for p, v in self.knots]
 
     def values(self, a: int, b: int) -> np.ndarray:
         """Grid positions ``[a, b)``: interpolated (if the session has NaNs), zero off the grid."""

@@ -159,8 +159,7 @@ def summary_lines(result: EnsembleResult) -> list[str]:
     lines = [fmt.format(*head)] + [fmt.format(*r) for r in rows] + ["(* used for the submission)"]
     sm = result.smoothing
     if sm is not None:
-        lines.append(f"rates smoothed with a {sm.sd_ms:g} ms Gaussian ({'chosen by val co-bps' if len(sm.val_co_bps) > 1 else '--smooth-ms'}): "
-                     f"val co-bps {result.chosen.val_co_bps:.4f} -> {result.val_co_bps:.4f}")
+        lines.append(f"rates smoothed with a {sm.sd_ms:g} ms Gaussian (chosen by {sm.chosen_by}): val co-bps {result.chosen.val_co_bps:.4f} -> {result.val_co_bps:.4f}")
     return lines
 
 

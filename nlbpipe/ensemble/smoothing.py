@@ -32,16 +32,20 @@ class RateSmoothing:
     def sd_bins(self) -> float:
         return self.sd_ms / self.bin_ms
 
+    @property
+    def chosen_by(self) -> str:
+        return "val co-bps" if len(self.val_co_bps) > 1 else "--smooth-ms"
+
     def to_json(self) -> dict:
         return {"sd_ms": self.sd_ms, "bin_ms": self.bin_ms, "sd_bins": self.sd_bins, "over": "log rates",
-                "chosen_by": "val co-bps" if len(self.val_co_bps) > 1 else "--smooth-ms",
+                "chosen_by": self.chosen_by,
                 "val_co_bps_by_sd_ms": {f"{k:g}": v for k, v in self.val_co_bps.items()}}
 
     @classmethod
     def from_json(cls, record: dict | None, where: str = "ensemble.json") -> "RateSmoothing":
         """The smoothing an ensemble.json records; none (sd 0) when it records none (older files)."""
         if not record:
-            return cls(0.0, 1)
+            return NO_SMOOTHING
         try:
             sd_ms, bin_ms = float(record["sd_ms"]), int(record["bin_ms"])
         except (KeyError, TypeError, ValueError) as err:
@@ -49,6 +53,9 @@ class RateSmoothing:
         if sd_ms < 0 or bin_ms < 1:
             raise EnsembleError(f"{where}: 'smoothing' has sd_ms {sd_ms} and bin_ms {bin_ms}; need sd >= 0, bin >= 1")
         return cls(sd_ms, bin_ms)
+
+
+NO_SMOOTHING = RateSmoothing(0.0, 1)
 
 
 def smooth_log_rates(rates: np.ndarray, sd_bins: float) -> np.ndarray:
@@ -59,6 +66,12 @@ def smooth_log_rates(rates: np.ndarray, sd_bins: float) -> np.ndarray:
         return rates
     log = np.log(np.maximum(np.asarray(rates, dtype=np.float64), LOG_FLOOR))
     return np.exp(gaussian_filter1d(log, sd_bins, axis=1, mode="nearest", truncate=3.0)).astype(rates.dtype)
+
+
+def _smooth_trial_and_forward(trial: np.ndarray, forward: np.ndarray, sd_bins: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eval rates of the trial bins and the forward bins smoothed as one sequence, split back."""
+    both = smooth_log_rates(np.concatenate([trial, forward], axis=1), sd_bins)
+    return both[:, :trial.shape[1]], both[:, trial.shape[1]:]
 
 
 def smooth_rates(rates: dict, sd_bins: float) -> dict:
@@ -72,9 +85,8 @@ def smooth_rates(rates: dict, sd_bins: float) -> dict:
     for key in ("train_rates_heldin", "train_rates_heldout"):
         out[key] = smooth_log_rates(rates[key], sd_bins)
     for part in ("heldin", "heldout"):
-        trial, forward = rates[f"eval_rates_{part}"], rates[f"eval_rates_{part}_forward"]
-        both = smooth_log_rates(np.concatenate([trial, forward], axis=1), sd_bins)
-        out[f"eval_rates_{part}"], out[f"eval_rates_{part}_forward"] = both[:, :trial.shape[1]], both[:, trial.shape[1]:]
+        out[f"eval_rates_{part}"], out[f"eval_rates_{part}_forward"] = _smooth_trial_and_forward(
+            rates[f"eval_rates_{part}"], rates[f"eval_rates_{part}_forward"], sd_bins)
     return out
 
 
@@ -85,10 +97,9 @@ def choose_smoothing(val_rates: dict, spikes_heldout: np.ndarray, bin_ms: int,
 
     if bin_ms < 1:
         raise EnsembleError(f"bin size {bin_ms} ms: must be at least 1")
-    trial_bins = val_rates["eval_rates_heldout"].shape[1]
-    both = np.concatenate([val_rates["eval_rates_heldout"], val_rates["eval_rates_heldout_forward"]], axis=1)
+    trial, forward = val_rates["eval_rates_heldout"], val_rates["eval_rates_heldout_forward"]
     scores = {}
     for sd_ms in sorted(set(float(g) for g in grid_ms)):
-        scores[sd_ms] = co_bps(smooth_log_rates(both, sd_ms / bin_ms)[:, :trial_bins], spikes_heldout)
+        scores[sd_ms] = co_bps(_smooth_trial_and_forward(trial, forward, sd_ms / bin_ms)[0], spikes_heldout)
     best = max(scores, key=lambda k: (np.nan_to_num(scores[k], nan=-np.inf), -k))
     return RateSmoothing(best, bin_ms, scores)
