@@ -38,6 +38,7 @@ OPTIONS = [
     {"context_forward": 0, "context_backward": -1},
     {"num_heads": 3, "num_layers": 1},  # 3 heads do not divide the 10 neurons
     {"dropout": 0.0, "dropout_rates": 0.0, "dropout_embedding": 0.0},
+    {"factor_dim": 3},
 ]
 
 
@@ -55,6 +56,23 @@ def test_output_shape_and_gradients_for_every_option(options):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
     width = (NH + NO) * (options.get("embed_dim", 1) if options.get("embedding") == "count" else 1)
     assert model.width == width
+
+
+def test_factors_bound_the_rank_of_the_log_rates():
+    """With ``factor_dim`` k every bin's log rates (less the read-out bias) lie in a k-dimensional
+    subspace of the neurons; without factors they span all but one (the final norm's). The default adds no parameters,
+    so checkpoints written before factors existed still load."""
+    def rank(model):
+        model.eval()
+        with torch.no_grad():
+            out = model(spikes(b=4)).reshape(-1, NH + NO) - model.readout.bias
+        return torch.linalg.matrix_rank(out.double(), rtol=1e-6).item()
+
+    with_factors = make(factor_dim=3)
+    assert with_factors.readout.in_features == 3 and rank(with_factors) == 3
+    plain = make()
+    assert plain.factors is None and rank(plain) > 3  # 9 of 10: the final LayerNorm removes one direction
+    assert not any(k.startswith("factors.") for k in plain.state_dict())
 
 
 def _influence(model, source_bin):

@@ -32,6 +32,10 @@ class ModelConfig:
     # mean_rate: the read-out bias starts at each neuron's log mean count over the training trials,
     # so the first passes go to structure, not to learning the mean (zero: every rate starts at 1)
     readout_bias: str = "mean_rate"
+    # factors before the rate read-out: every neuron's log rate is a linear map of this many latent
+    # factors per bin (as LFADS reads rates from its factors), not of the full model width; the
+    # read-out's dropout falls on the factors. 0 = NDT's read-out, straight from the width.
+    factor_dim: int = 0
     scale_norm: bool = False
     log_rate: bool = True
     context_forward: int = -1

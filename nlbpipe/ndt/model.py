@@ -5,7 +5,7 @@ held-in counts over the trial and forward bins, with held-out neurons and forwar
 ([B, T+F, N_heldin+N_heldout]); the output is the log rate of every neuron in every bin, so one
 model predicts held-out neurons (co-smoothing) and future bins (forward prediction) at once.
 
-Read top to bottom: embedding -> position -> encoder layers -> rate read-out. The CPU kernels
+Read top to bottom: embedding -> position -> encoder layers -> (factors) -> rate read-out. The CPU kernels
 (cheap dropout masks, attention with dropped probabilities) and the choice among attention
 implementations are in ``nlbpipe.ndt.kernels``. Two 2021 bugs are not
 carried over: learned positions index 0..T-1 (not 1..T into a table of size T), and the loss
@@ -163,7 +163,9 @@ class NDT(nn.Module):
             self.register_buffer("position", sinusoidal_table(length, width), persistent=False)
         self.layers = nn.ModuleList(EncoderLayer(width, cfg) for _ in range(cfg.num_layers))
         self.final_norm = (ScaleNorm(width ** 0.5) if cfg.scale_norm else nn.LayerNorm(width)) if cfg.pre_norm else None
-        self.readout = nn.Linear(width, n)
+        # the factors keep torch's default Linear init, as measured (README, "The demo")
+        self.factors = nn.Linear(width, cfg.factor_dim) if cfg.factor_dim else None
+        self.readout = nn.Linear(cfg.factor_dim or width, n)
         mask = band_mask(length, cfg.context_backward, cfg.context_forward)
         self.register_buffer("attn_mask", mask, persistent=False)
         self._init_weights()
@@ -246,6 +248,8 @@ class NDT(nn.Module):
             x = layer(x, mask)
         if self.final_norm is not None:
             x = self.final_norm(x)
+        if self.factors is not None:
+            x = self.factors(x)
         p = self.cfg.dropout_rates if self.training else 0.0
         out = scaled_linear(drop(x, p, self.training), self.readout, weight_scale=1.0 / (1.0 - p))
         if self.cfg.log_rate:
