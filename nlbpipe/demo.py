@@ -53,7 +53,6 @@ class DemoSize:
     lr: tuple[float, float] = (8e-3, 2.5e-2)  # the searched (log-uniform) learning-rate range
     mask_ratio: tuple[float, float] = (0.1, 0.25)  # uniform; share of time bins masked
     mask_token_ratio: tuple[float, float] = (0.25, 0.75)  # log-uniform; masked bins zeroed (rest random or kept)
-    factor_dim: tuple[int, int] = (32, 64)  # searched (both included) model.factor_dim, not in the 2021 search
     early_stop: str = "co_bps"  # train.early_stop
     patience_passes: int = 60
 
@@ -89,8 +88,7 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
     different corner of them learns, so these are replaced, each by the ``size`` field of that name:
     warm-up (0-2000 passes) by an eighth to a quarter of the budget; the learning rate by ``lr`` (a
     run at 1e-5 learns nothing in 250 passes, one at 2.5e-2 needs that warm-up); dropout by
-    ``dropout`` and ``dropout_rates``; the masking by ``mask_ratio`` and ``mask_token_ratio``. One
-    range is added: ``model.factor_dim`` by ``factor_dim`` (the template reads rates from the width).
+    ``dropout`` and ``dropout_rates``; the masking by ``mask_ratio`` and ``mask_token_ratio``.
     Trials stop after ``size.patience_passes`` passes without a better ``size.early_stop``.
     Everything else searched (context, span, random-token share, weight decay) keeps the template's range.
     """
@@ -114,7 +112,6 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
         "model.dropout_rates": ("uniform", size.dropout_rates),
         "train.mask_ratio": ("uniform", size.mask_ratio),
         "train.mask_token_ratio": ("loguniform", size.mask_token_ratio),
-        "model.factor_dim": ("randint", (size.factor_dim[0], size.factor_dim[1] + 1)),
     }
     for key, (sample_fn, (low, high)) in replaced.items():
         space[key] = {"sample_fn": sample_fn, "low": low, "high": high}

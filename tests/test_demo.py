@@ -96,8 +96,6 @@ def test_demo_config_cuts_the_template_to_the_demo_recipe(tmp_path):
     assert (space["train.mask_token_ratio"]["low"], space["train.mask_token_ratio"]["high"]) == size.mask_token_ratio
     assert (space["train.mask_ratio"]["low"], space["train.mask_ratio"]["high"]) == size.mask_ratio
     assert 0 < space["train.warmup_passes"]["low"] < space["train.warmup_passes"]["high"] <= size.max_passes // 4 + 1
-    assert "model.factor_dim" not in template_space
-    assert (space["model.factor_dim"]["low"], space["model.factor_dim"]["high"] - 1) == size.factor_dim
     assert not set(space) & set(demo.DEMO_SETTINGS)
     untouched = set(template_space) - {"train.lr", "train.mask_token_ratio", "train.mask_ratio", "train.warmup_passes",
                                        "model.dropout", "model.dropout_rates", "model.dropout_embedding"}
