@@ -163,7 +163,7 @@ class NDT(nn.Module):
             self.register_buffer("position", sinusoidal_table(length, width), persistent=False)
         self.layers = nn.ModuleList(EncoderLayer(width, cfg) for _ in range(cfg.num_layers))
         self.final_norm = (ScaleNorm(width ** 0.5) if cfg.scale_norm else nn.LayerNorm(width)) if cfg.pre_norm else None
-        # the factors keep torch's default Linear init, as measured (README, "The demo")
+        # the factors keep torch's default Linear init: neither _init_weights draws them
         self.factors = nn.Linear(width, cfg.factor_dim) if cfg.factor_dim else None
         self.readout = nn.Linear(cfg.factor_dim or width, n)
         mask = band_mask(length, cfg.context_backward, cfg.context_forward)
