@@ -70,6 +70,7 @@ def run_seed(args, seed: int, root: Path) -> dict:
                              initial_points=max(2, round(full.initial_points * args.samples / full.samples)),
                              max_models=round(full.max_models * args.samples / full.samples),
                              dropout=tuple(args.dropout), lr=tuple(args.lr), early_stop=args.early_stop,
+                             input_smooth_ms=tuple(args.input_smooth),
                              patience_passes=args.patience)
         (home / args.name).mkdir(parents=True, exist_ok=True)
         config = demo.write_demo_config(config, home / args.name, size)
@@ -148,6 +149,9 @@ def main() -> int:
                    help=f"demo recipe: searched range of model.dropout and dropout_embedding (default {full.dropout})")
     p.add_argument("--lr", type=float, nargs=2, default=list(full.lr), metavar=("LOW", "HIGH"),
                    help=f"demo recipe: searched learning-rate range (default {full.lr})")
+    p.add_argument("--input-smooth", type=float, nargs=2, default=list(full.input_smooth_ms), metavar=("LOW", "HIGH"),
+                   help=f"demo recipe: searched range of model.input_smooth_ms, 0 0 for raw counts "
+                        f"(default {full.input_smooth_ms})")
     p.add_argument("--early-stop", default=full.early_stop, choices=("masked_loss", "co_bps", "both"),
                    help=f"demo recipe: train.early_stop (default {full.early_stop})")
     p.add_argument("--patience", type=int, default=full.patience_passes,

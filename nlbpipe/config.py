@@ -119,6 +119,7 @@ _RANGES = {
     "model.embed_dim": (lambda v: v >= 1, "must be >= 1"),
     "model.max_spike_count": (lambda v: v >= 1, "must be >= 1"),
     "model.factor_dim": (lambda v: v >= 0, "must be >= 1, or 0 for no factors (the read-out from the width)"),
+    "model.input_smooth_ms": (lambda v: v >= 0, "must be >= 0 (0 = raw counts)"),
     "model.dropout": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "model.dropout_rates": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "model.dropout_embedding": (lambda v: 0 <= v < 1, "must be in [0, 1)"),

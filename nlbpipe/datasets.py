@@ -107,6 +107,14 @@ def all_keys() -> list[str]:
     return [dataset_key(name, b) for name in DATASETS for b in BIN_SIZES]
 
 
+def bin_ms_of(key: str) -> int | None:
+    """The bin size of an NLB key (``"mc_maze_20" -> 20``), or None for a name that is not one."""
+    try:
+        return resolve(key)[1]
+    except UnknownDatasetError:
+        return None
+
+
 def resolve(key: str) -> tuple[DatasetInfo, int]:
     """``"mc_maze_20" -> (DATASETS["mc_maze"], 20)``; ``"mc_maze_small" -> (.., 5)``."""
     if isinstance(key, str):

@@ -53,6 +53,7 @@ class DemoSize:
     lr: tuple[float, float] = (8e-3, 2.5e-2)  # the searched (log-uniform) learning-rate range
     mask_ratio: tuple[float, float] = (0.1, 0.25)  # uniform; share of time bins masked
     mask_token_ratio: tuple[float, float] = (0.25, 0.75)  # log-uniform; masked bins zeroed (rest random or kept)
+    input_smooth_ms: tuple[float, float] = (10.0, 25.0)  # uniform; model.input_smooth_ms (the 2021 NDT: 0)
     early_stop: str = "co_bps"  # train.early_stop
     patience_passes: int = 60
 
@@ -88,7 +89,8 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
     different corner of them learns, so these are replaced, each by the ``size`` field of that name:
     warm-up (0-2000 passes) by an eighth to a quarter of the budget; the learning rate by ``lr`` (a
     run at 1e-5 learns nothing in 250 passes, one at 2.5e-2 needs that warm-up); dropout by
-    ``dropout`` and ``dropout_rates``; the masking by ``mask_ratio`` and ``mask_token_ratio``.
+    ``dropout`` and ``dropout_rates``; the masking by ``mask_ratio`` and ``mask_token_ratio``; and the
+    held-in counts are smoothed over ``input_smooth_ms`` (not searched by the template).
     Trials stop after ``size.patience_passes`` passes without a better ``size.early_stop``.
     Everything else searched (context, span, random-token share, weight decay) keeps the template's range.
     """
@@ -113,6 +115,8 @@ def write_demo_config(config: Path, out_dir: Path, size: DemoSize) -> Path:
         "train.mask_ratio": ("uniform", size.mask_ratio),
         "train.mask_token_ratio": ("loguniform", size.mask_token_ratio),
     }
+    if size.input_smooth_ms[1] > 0:  # (0, 0): raw counts, as the template
+        replaced["model.input_smooth_ms"] = ("uniform", size.input_smooth_ms)
     for key, (sample_fn, (low, high)) in replaced.items():
         space[key] = {"sample_fn": sample_fn, "low": low, "high": high}
     demo_config = out_dir / config.name

@@ -42,6 +42,7 @@ def test_unknown_key_names_key_and_file(tmp_path):
     ("model", "activation", "tanh", "not one of"),
     ("model", "dropout", 1.5, "[0, 1)"),
     ("model", "factor_dim", -1, ">= 1, or 0"),
+    ("model", "input_smooth_ms", -5.0, ">= 0"),
     ("train", "patience_passes", 0, ">= 1"),
     ("train", "mask_mode", "spans", "not one of"),
     ("train", "early_stop", "val_loss", "not one of"),

@@ -1,5 +1,6 @@
 """The main job end to end at a tiny size: the same scripts, in the same order, as `make demo`."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -95,6 +96,10 @@ def test_demo_config_cuts_the_template_to_the_demo_recipe(tmp_path):
     assert (space["train.lr"]["low"], space["train.lr"]["high"]) == size.lr
     assert (space["train.mask_token_ratio"]["low"], space["train.mask_token_ratio"]["high"]) == size.mask_token_ratio
     assert (space["train.mask_ratio"]["low"], space["train.mask_ratio"]["high"]) == size.mask_ratio
+    assert "model.input_smooth_ms" not in template_space  # the 2021 search reads raw counts
+    assert (space["model.input_smooth_ms"]["low"], space["model.input_smooth_ms"]["high"]) == size.input_smooth_ms
+    raw = demo.write_demo_config(config, tmp_path / "raw_counts", dataclasses.replace(size, input_smooth_ms=(0, 0)))
+    assert "model.input_smooth_ms" not in load_search_space(search_space_path(raw)).to_dict()
     assert 0 < space["train.warmup_passes"]["low"] < space["train.warmup_passes"]["high"] <= size.max_passes // 4 + 1
     assert not set(space) & set(demo.DEMO_SETTINGS)
     untouched = set(template_space) - {"train.lr", "train.mask_token_ratio", "train.mask_ratio", "train.warmup_passes",

@@ -82,3 +82,21 @@ def test_errors_name_the_file_or_key(trained, tmp_path):
     torch.save({"dims": object()}, pickled / "model.pt")  # not weights-only loadable
     with pytest.raises(InferenceError, match="not a loadable state_dict"):
         load_checkpoint(pickled)
+
+
+def test_input_smoothing_survives_the_checkpoint(tmp_path):
+    """A run with smoothed input reloads to the same rates (the kernel is rebuilt from the config's
+    ms and its dataset key's bin size); a dataset name with no bin size is refused by key."""
+    from nlbpipe.ndt.train import TrainError
+
+    tensors = toy_tensors()
+    cfg = toy_config(**{"train.max_passes": 4, "model.input_smooth_ms": 25.0, "data.dataset": "mc_maze_small_20"})
+    result = train(cfg, tmp_path / "run", tensors=tensors)
+    ckpt = result.checkpoints["best_co_bps"]
+    model, _ = load_checkpoint(ckpt)
+    assert model.input_smoothing is not None and model.input_smoothing.radius == 4  # 1.25 bins of 20 ms
+    np.testing.assert_array_equal(predict_rates(model, tensors)["eval_rates_heldout"],
+                                  load_rates(ckpt / "rates_val.h5")["eval_rates_heldout"])
+    bad = toy_config(**{"model.input_smooth_ms": 25.0, "data.dataset": "my_maze"})
+    with pytest.raises(TrainError, match="data.dataset"):
+        train(bad, tmp_path / "bad", tensors=tensors)

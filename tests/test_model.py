@@ -7,14 +7,14 @@ import torch
 
 from nlbpipe.config import ModelConfig
 from nlbpipe.ndt.kernels import flash_attn_func, keep_mask
-from nlbpipe.ndt.model import NDT, band_mask, build_model
+from nlbpipe.ndt.model import NDT, InputSmoothing, ModelError, band_mask, build_model
 
 T, F_, NH, NO = 12, 4, 7, 3
 
 
-def make(**kw) -> NDT:
+def make(bin_ms=20, **kw) -> NDT:
     torch.manual_seed(0)
-    return build_model(dataclasses.replace(ModelConfig(), **kw), T, F_, NH, NO)
+    return build_model(dataclasses.replace(ModelConfig(), **kw), T, F_, NH, NO, bin_ms)
 
 
 def spikes(b=3, seed=1):
@@ -39,6 +39,8 @@ OPTIONS = [
     {"num_heads": 3, "num_layers": 1},  # 3 heads do not divide the 10 neurons
     {"dropout": 0.0, "dropout_rates": 0.0, "dropout_embedding": 0.0},
     {"factor_dim": 3},
+    {"input_smooth_ms": 30.0},
+    {"input_smooth_ms": 15.0, "embedding": "linear"},
 ]
 
 
@@ -73,6 +75,45 @@ def test_factors_bound_the_rank_of_the_log_rates():
     plain = make()
     assert plain.factors is None and rank(plain) > 3  # 9 of 10: the final LayerNorm removes one direction
     assert not any(k.startswith("factors.") for k in plain.state_dict())
+
+
+def test_input_smoothing_spreads_a_spike_over_its_neighbours_within_the_trial():
+    """A Gaussian over the trial bins whose weights sum to one at every bin, edges included (so a
+    constant rate stays constant); forward bins and held-out neurons, zero in the input, stay zero."""
+    trial, forward = 30, 5
+    smooth = InputSmoothing(sd_bins=1.5, trial_bins=trial)
+    x = torch.zeros(1, trial + forward, NH + NO)
+    x[0, 15, 0] = 1.0
+    x[0, :trial, 1] = 2.0
+    y = smooth(x)
+    spread = y[0, :trial, 0]
+    assert spread.argmax().item() == 15 and 0 < spread[15].item() < 1
+    assert torch.allclose(spread[14], spread[16]) and spread[13] < spread[14]  # symmetric, falling off
+    assert spread.sum().item() == pytest.approx(1.0, abs=1e-6)  # away from the edges nothing is lost
+    assert torch.allclose(y[0, :trial, 1], torch.full((trial,), 2.0))  # edge bins are not diluted by padding
+    assert (y[:, trial:] == 0).all() and (y[:, :, NH:] == 0).all()
+    assert torch.equal(y[0, :, 2:], x[0, :, 2:])  # silent neurons stay silent
+
+
+def test_input_smoothing_in_the_model_is_ms_over_bin_size_and_keeps_checkpoints_loadable():
+    """The s.d. is in ms, converted with the data's bin size; without smoothing the model has no such
+    step, and smoothing adds no parameter or saved buffer (a checkpoint's state_dict is unchanged)."""
+    model = make(input_smooth_ms=30.0, bin_ms=20)
+    assert model.input_smoothing.radius == 5  # 1.5 bins, cut at 3 s.d.
+    assert make(input_smooth_ms=30.0, bin_ms=5).input_smoothing.radius == 18  # 6 bins
+    assert make().input_smoothing is None
+    assert set(model.state_dict()) == set(make().state_dict())
+    # with attention to its own bin only, a spike reaches the trial bins within the kernel's radius
+    # (5 bins) and no forward bin
+    model = make(input_smooth_ms=30.0, num_layers=1, context_backward=0, context_forward=0)
+    assert _influence(model, 6) == set(range(1, 12))
+
+
+def test_input_smoothing_refuses_what_it_cannot_smooth():
+    with pytest.raises(ModelError, match="model.embedding 'count'"):
+        make(input_smooth_ms=20.0, embedding="count")
+    with pytest.raises(ModelError, match="bin size.*data.dataset"):
+        make(input_smooth_ms=20.0, bin_ms=None)
 
 
 def _influence(model, source_bin):

@@ -28,9 +28,10 @@ from ..contracts import (
     RUN_CONFIG,
     STATUS_JSON,
 )
+from ..datasets import bin_ms_of
 from ..errors import NlbpipeError
 from ..fileio import write_json_atomic, write_text_atomic
-from .model import NDT, build_model
+from .model import NDT, ModelError, build_model
 
 _RESUMABLE_DIFFERENCES = {("train", "device"), ("train", "num_threads")}  # may change between a run and its resume
 
@@ -133,7 +134,10 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device | No
     if "dims" not in state:
         raise InferenceError(f"{ckpt_dir / 'model.pt'} lacks the 'dims' buffer; not an nlbpipe NDT checkpoint")
     trial_bins, forward_bins, n_heldin, n_heldout = (int(v) for v in state["dims"])
-    model = build_model(cfg.model, trial_bins, forward_bins, n_heldin, n_heldout)
+    try:
+        model = build_model(cfg.model, trial_bins, forward_bins, n_heldin, n_heldout, bin_ms_of(cfg.data.dataset))
+    except ModelError as err:
+        raise InferenceError(f"checkpoint {ckpt_dir}: {err}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

@@ -36,6 +36,10 @@ class ModelConfig:
     # factors per bin (as LFADS reads rates from its factors), not of the full model width; the
     # read-out's dropout falls on the factors. 0 = NDT's read-out, straight from the width.
     factor_dim: int = 0
+    # held-in counts smoothed over the trial bins with a Gaussian of this s.d. (ms) before the
+    # embedding: the model reads a bin's spikes together with its neighbours', which at a few spikes
+    # per second are mostly zeros bin by bin (README, "The demo"). 0 = raw counts, as NDT.
+    input_smooth_ms: float = 0.0
     scale_norm: bool = False
     log_rate: bool = True
     context_forward: int = -1

@@ -5,7 +5,7 @@ held-in counts over the trial and forward bins, with held-out neurons and forwar
 ([B, T+F, N_heldin+N_heldout]); the output is the log rate of every neuron in every bin, so one
 model predicts held-out neurons (co-smoothing) and future bins (forward prediction) at once.
 
-Read top to bottom: embedding -> position -> encoder layers -> (factors) -> rate read-out. The CPU kernels
+Read top to bottom: (input smoothing) -> embedding -> position -> encoder layers -> (factors) -> rate read-out. The CPU kernels
 (cheap dropout masks, attention with dropped probabilities) and the choice among attention
 implementations are in ``nlbpipe.ndt.kernels``. Two 2021 bugs are not
 carried over: learned positions index 0..T-1 (not 1..T into a table of size T), and the loss
@@ -122,6 +122,31 @@ class EncoderLayer(nn.Module):
         return x
 
 
+class InputSmoothing(nn.Module):
+    """Held-in counts [B, T+F, N] smoothed along the trial bins with a Gaussian (s.d. ``sd_bins``, cut
+    at 3 s.d.), each bin divided by the kernel mass inside the trial so edge bins are not diluted by
+    the zero padding. Forward bins and held-out neurons (zeros in the input) stay zero. Masking
+    happens before, so a hidden bin's count never reaches its neighbours."""
+
+    def __init__(self, sd_bins: float, trial_bins: int):
+        super().__init__()
+        radius = max(1, math.ceil(3 * sd_bins))
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-0.5 * (t / sd_bins) ** 2)
+        self.register_buffer("kernel", (kernel / kernel.sum()).view(1, 1, -1), persistent=False)
+        self.radius, self.trial_bins = radius, trial_bins
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        B, L, N = spikes.shape
+        T = min(self.trial_bins, L)
+        trial = spikes[:, :T].transpose(1, 2).reshape(B * N, 1, T)
+        kernel = self.kernel.to(spikes.dtype)
+        smoothed = F.conv1d(trial, kernel, padding=self.radius)
+        mass = F.conv1d(torch.ones_like(trial[:1]), kernel, padding=self.radius)
+        smoothed = (smoothed / mass).view(B, N, T).transpose(1, 2)
+        return torch.cat([smoothed, spikes[:, T:]], dim=1) if L > T else smoothed
+
+
 def sinusoidal_table(length: int, width: int) -> torch.Tensor:
     pos = torch.arange(length, dtype=torch.float32)[:, None]
     freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float32) * (-math.log(10000.0) / width))
@@ -138,7 +163,8 @@ class NDT(nn.Module):
     state_dict plus its config rebuild the model without the data.
     """
 
-    def __init__(self, cfg: ModelConfig, trial_bins: int, forward_bins: int, n_heldin: int, n_heldout: int):
+    def __init__(self, cfg: ModelConfig, trial_bins: int, forward_bins: int, n_heldin: int, n_heldout: int,
+                 bin_ms: float | None = None):
         super().__init__()
         self.cfg = cfg
         self.trial_bins, self.forward_bins = trial_bins, forward_bins
@@ -146,6 +172,15 @@ class NDT(nn.Module):
         self.register_buffer("dims", torch.tensor([trial_bins, forward_bins, n_heldin, n_heldout]))
         n = n_heldin + n_heldout
         length = trial_bins + forward_bins
+        self.input_smoothing = None
+        if cfg.input_smooth_ms > 0:
+            if cfg.embedding == "count":
+                raise ModelError(f"model.input_smooth_ms {cfg.input_smooth_ms} needs counts a linear map can read; "
+                                 "model.embedding 'count' looks up whole spike counts (use 'identity' or 'linear')")
+            if not bin_ms:
+                raise ModelError(f"model.input_smooth_ms {cfg.input_smooth_ms} needs the data's bin size: "
+                                 "data.dataset must be an NLB key such as mc_maze_20")
+            self.input_smoothing = InputSmoothing(cfg.input_smooth_ms / bin_ms, trial_bins)
         if cfg.embedding == "count":
             width = n * cfg.embed_dim
             self.embedder = nn.Embedding(cfg.max_spike_count + 1, cfg.embed_dim)
@@ -234,6 +269,8 @@ class NDT(nn.Module):
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         B, L, _ = spikes.shape
+        if self.input_smoothing is not None:
+            spikes = self.input_smoothing(spikes)
         if self.cfg.embedding == "count":
             counts = spikes.clamp(0, self.cfg.max_spike_count).long()
             x = self.embedder(counts).reshape(B, L, self.width)
@@ -268,8 +305,10 @@ class NDT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def build_model(cfg: ModelConfig, trial_bins: int, forward_bins: int, n_heldin: int, n_heldout: int) -> NDT:
+def build_model(cfg: ModelConfig, trial_bins: int, forward_bins: int, n_heldin: int, n_heldout: int,
+                bin_ms: float | None = None) -> NDT:
+    """The NDT for this data shape; ``bin_ms`` (the data's bin size) is needed only to smooth the input."""
     if min(trial_bins, n_heldin) < 1 or min(forward_bins, n_heldout) < 0:
         raise ModelError(f"cannot build an NDT for {trial_bins}+{forward_bins} bins and "
                          f"{n_heldin}+{n_heldout} neurons")
-    return NDT(cfg, trial_bins, forward_bins, n_heldin, n_heldout)
+    return NDT(cfg, trial_bins, forward_bins, n_heldin, n_heldout, bin_ms)

@@ -26,6 +26,7 @@ import torch
 from .. import contracts
 from ..config import RunConfig, save_config
 from ..contracts import CHECKPOINT_KINDS, LAST_DIR, RATES_TEST, RATES_VAL, RUN_CONFIG
+from ..datasets import bin_ms_of
 from ..errors import NlbpipeError
 from ..scoring import co_bps_torch
 from . import checkpoints as folders
@@ -154,7 +155,8 @@ class _Run:
         self.val_heldout = torch.as_tensor(np.asarray(scored), dtype=torch.float64, device=device)
         L = self.layout
         try:
-            self.model = build_model(cfg.model, L.trial_bins, L.forward_bins, L.n_heldin, L.n_heldout).to(device)
+            self.model = build_model(cfg.model, L.trial_bins, L.forward_bins, L.n_heldin, L.n_heldout,
+                                     bin_ms_of(cfg.data.dataset)).to(device)
         except ModelError as err:
             raise TrainError(str(err)) from None
         if cfg.model.readout_bias == "mean_rate":
