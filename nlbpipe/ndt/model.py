@@ -133,7 +133,11 @@ class InputSmoothing(nn.Module):
         radius = max(1, math.ceil(3 * sd_bins))
         t = torch.arange(-radius, radius + 1, dtype=torch.float32)
         kernel = torch.exp(-0.5 * (t / sd_bins) ** 2)
-        self.register_buffer("kernel", (kernel / kernel.sum()).view(1, 1, -1), persistent=False)
+        kernel = (kernel / kernel.sum()).view(1, 1, -1)
+        self.register_buffer("kernel", kernel, persistent=False)
+        # the kernel mass inside the trial at each bin: fixed by the shape, so computed once
+        mass = F.conv1d(torch.ones(1, 1, trial_bins), kernel, padding=radius)
+        self.register_buffer("mass", mass, persistent=False)
         self.radius, self.trial_bins = radius, trial_bins
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
@@ -141,9 +145,8 @@ class InputSmoothing(nn.Module):
         T = min(self.trial_bins, L)
         trial = spikes[:, :T].transpose(1, 2).reshape(B * N, 1, T)
         kernel = self.kernel.to(spikes.dtype)
-        smoothed = F.conv1d(trial, kernel, padding=self.radius)
-        mass = F.conv1d(torch.ones_like(trial[:1]), kernel, padding=self.radius)
-        smoothed = (smoothed / mass).view(B, N, T).transpose(1, 2)
+        smoothed = F.conv1d(trial, kernel, padding=self.radius) / self.mass[..., :T].to(spikes.dtype)
+        smoothed = smoothed.view(B, N, T).transpose(1, 2)
         return torch.cat([smoothed, spikes[:, T:]], dim=1) if L > T else smoothed
 
 
