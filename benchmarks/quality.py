@@ -41,8 +41,9 @@ def _row_name(name: str) -> str:
     return next(r for r in ROWS if name.startswith(r))
 
 
-def run_seed(args, seed: int, root: Path) -> dict:
-    """One seed's stand-in, search and ensemble in ``root``; {phase: {row: metrics}}, wall seconds."""
+def prepare_standin(dataset: str, seed: int, scale: float, root: Path) -> Path:
+    """``root/seed<seed>`` as ``NLB_HOME``: the stand-in of ``dataset`` and its generated config,
+    written unless an earlier run left them there; returns the config's path."""
     home = root / f"seed{seed}"
     for var in ("NLB_DATA_RAW", "NLB_SYNTHETIC_RAW", "NLB_CACHE_DIR", "CONFIG_DIR", "RAY_TUNE_HOME",
                 "NLB_SUBMISSIONS_DIR"):
@@ -50,18 +51,24 @@ def run_seed(args, seed: int, root: Path) -> dict:
     os.environ["NLB_HOME"] = str(home)
     get_settings.cache_clear()
     s = get_settings()
-    info, _ = resolve(args.dataset)
-    key = args.dataset
-    exp_dir, out_dir = s.results_dir / key / args.name, s.submissions_dir / key / args.name
+    info, _ = resolve(dataset)
     manifest = s.synthetic_raw / "synthetic_manifest.json"
     written = json.loads(manifest.read_text()).get("datasets", {}).get(info.name, {}) if manifest.is_file() else {}
-    if (written.get("seed"), written.get("scale")) == (seed, args.scale):
+    if (written.get("seed"), written.get("scale")) == (seed, scale):
         print(f"reusing the stand-in in {s.synthetic_raw}: {written}")  # a stand-in a variant run wrote
     else:
-        demo._run("download_data.py", "--synthetic", info.name, "--seed", str(seed), "--scale", str(args.scale))
-    config = s.config_dir / f"{key}.yaml"
+        demo._run("download_data.py", "--synthetic", info.name, "--seed", str(seed), "--scale", str(scale))
+    config = s.config_dir / f"{dataset}.yaml"
     if not config.exists():
-        demo._run("generate_configs.py", key, "--synthetic")
+        demo._run("generate_configs.py", dataset, "--synthetic")
+    return config
+
+
+def run_seed(args, seed: int, root: Path) -> dict:
+    """One seed's stand-in, search and ensemble in ``root``; {phase: {row: metrics}}, wall seconds."""
+    config = prepare_standin(args.dataset, seed, args.scale, root)
+    home, s, key = root / f"seed{seed}", get_settings(), args.dataset
+    exp_dir, out_dir = s.results_dir / key / args.name, s.submissions_dir / key / args.name
     sets = []
     full = demo.SIZES["full"]
     if args.recipe == "demo":

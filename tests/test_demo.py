@@ -90,6 +90,10 @@ def test_demo_config_cuts_the_template_to_the_demo_recipe(tmp_path):
 
     assert cfg.train.max_passes == size.max_passes and cfg.train.patience_passes == size.patience_passes
     assert cfg.train.early_stop == size.early_stop and cfg.model.num_layers == 2
+    # the templates start as the 2021 NDT did; the demo's high learning rates need nlbpipe's start
+    template = load_config(config)
+    assert (template.model.init, template.model.readout_bias) == ("ndt2021", "zero")
+    assert (cfg.model.init, cfg.model.readout_bias) == ("nlbpipe", "mean_rate")
     for key, searched in (("model.dropout", size.dropout), ("model.dropout_embedding", size.dropout),
                           ("model.dropout_rates", size.dropout_rates)):
         assert (space[key]["low"], space[key]["high"]) == searched
