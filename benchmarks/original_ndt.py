@@ -8,9 +8,8 @@ thread each: the 2021 NDT's mc_maze_small config (4 layers, pre-norm, T-Fixup, l
 identity embedding, dropout 0.1 / 0.2 before the read-out / 0.2 on the input, context -8/+4 bins,
 mask ratio 0.25 with every masked bin zeroed, AdamW lr 1e-3, weight decay 5e-5, batch 64, linear
 warm-up then cosine decay over the budget, no early stopping) and nlbpipe with the same values
-(the rest from the generated config, whose templates start as 2021 did: ``model.init: ndt2021``,
-``model.readout_bias: zero``; ``--set model.init=nlbpipe --set model.readout_bias=mean_rate`` runs
-nlbpipe's own start instead). Every ``--interval`` passes the original saves a checkpoint and nlbpipe validates; each original
+started as the 2021 code and the templates start (``model.init: ndt2021``, ``model.readout_bias:
+zero``; ``--set model.init=nlbpipe --set model.readout_bias=mean_rate`` runs nlbpipe's own start). Every ``--interval`` passes the original saves a checkpoint and nlbpipe validates; each original
 checkpoint's val rates come from its own ``Runner.get_rates``, and both are scored by nlb_tools'
 ``bits_per_spike`` on the same val trials. Prints per seed and on average the best val co-bps, the
 pass it came at, and passes per second of wall time (start-up and writing included); the last
@@ -59,6 +58,7 @@ NLBPIPE_SETTINGS = {
     "model.context_backward": 8, "model.context_forward": 4, "model.embedding": "identity",
     "model.position": "learned", "model.pre_norm": "true", "model.fixup_init": "true", "model.scale_norm": "false",
     "model.log_rate": "true", "model.factor_dim": 0, "model.input_smooth_ms": 0,
+    "model.init": "ndt2021", "model.readout_bias": "zero",  # the templates' start, the 2021 code's
     "train.lr": 1e-3, "train.weight_decay": 5e-5, "train.batch_size": 64, "train.lr_schedule": "cosine",
     "train.grad_clip": 200, "train.mask_ratio": 0.25, "train.mask_mode": "timestep", "train.mask_token_ratio": 1.0,
     "train.mask_random_ratio": 0.5, "train.mask_max_span": 1, "train.patience_passes": -1,
