@@ -84,7 +84,8 @@ SCORE_ORIGINAL = textwrap.dedent("""
     out = {}
     for ck in ckpts:
         rates, _ = runner.get_rates(checkpoint_path=ck, mode=DATASET_MODES.val)
-        update = int(torch.load(ck, map_location="cpu")["extra_state"]["update"])
+        # the original's own checkpoint, just written by this run: it pickles its yacs config
+        update = int(torch.load(ck, map_location="cpu", weights_only=False)["extra_state"]["update"])
         r = rates[:, :n_bins, n_heldin:].cpu().numpy().astype(np.float64)
         out[os.path.basename(ck)] = [update, float(bits_per_spike(r, heldout))]
     print(json.dumps(out))

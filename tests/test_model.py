@@ -93,6 +93,8 @@ def test_input_smoothing_spreads_a_spike_over_its_neighbours_within_the_trial():
     assert torch.allclose(y[0, :trial, 1], torch.full((trial,), 2.0))  # edge bins are not diluted by padding
     assert (y[:, trial:] == 0).all() and (y[:, :, NH:] == 0).all()
     assert torch.equal(y[0, :, 2:], x[0, :, 2:])  # silent neurons stay silent
+    short = smooth(x[:, :20])  # a shorter input: its own edge, not the trial's
+    assert torch.allclose(short[0, :, 1], torch.full((20,), 2.0))
 
 
 def test_input_smoothing_in_the_model_is_ms_over_bin_size_and_keeps_checkpoints_loadable():

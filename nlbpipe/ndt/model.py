@@ -145,7 +145,8 @@ class InputSmoothing(nn.Module):
         T = min(self.trial_bins, L)
         trial = spikes[:, :T].transpose(1, 2).reshape(B * N, 1, T)
         kernel = self.kernel.to(spikes.dtype)
-        smoothed = F.conv1d(trial, kernel, padding=self.radius) / self.mass[..., :T].to(spikes.dtype)
+        mass = self.mass if T == self.trial_bins else F.conv1d(torch.ones_like(trial[:1]), kernel, padding=self.radius)
+        smoothed = F.conv1d(trial, kernel, padding=self.radius) / mass.to(spikes.dtype)
         smoothed = smoothed.view(B, N, T).transpose(1, 2)
         return torch.cat([smoothed, spikes[:, T:]], dim=1) if L > T else smoothed
 
