@@ -1,6 +1,6 @@
 # make install: create or reuse .venv and install nlbpipe into it
 # make lint:    install, then ruff over the whole tree (config in pyproject.toml)
-# make test:    install, then run the test suite
+# make test:    install, then run the test suite on TEST_WORKERS processes (pytest-xdist; 0 = in this process)
 # make demo:    install, then run the whole pipeline on a synthetic dataset (CPU, no download)
 #
 # torch goes in first, pinned, so that nothing pulls a CUDA build by accident. A GPU user picks
@@ -10,6 +10,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 NLB_TOOLS_SPEC ?= nlb-tools==0.0.4
 EXTRAS ?= test
+TEST_WORKERS ?= 2
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.nlbpipe-installed
@@ -32,7 +33,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 demo: install
 	$(PY) -m nlbpipe.demo
