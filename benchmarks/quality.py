@@ -8,8 +8,9 @@ baseline, the best single model and the top-N and greedy ensembles (co-bps, vel 
 each model row also as a share of the truth's co-bps. Per seed, then the mean over seeds.
 
     .venv/bin/python benchmarks/quality.py [--dataset mc_maze_small_20] [--seeds 0 1 2]
-        [--recipe demo|template] [--samples 16] [--passes 300] [--concurrent 2] [--device cpu|cuda]
+        [--recipe demo|template] [--samples 20] [--passes 250] [--concurrent 2] [--device cpu|cuda]
         [--dropout LOW HIGH] [--early-stop co_bps] [--patience 60]   # demo-recipe variants
+        [--search-seed N]   # the same stand-ins, another search
 
 ``--recipe demo`` (the default on CPU) is ``make demo``'s recipe (nlbpipe/demo.py) at the given
 budget; ``--recipe template`` the generated config as it is (the 2021 recipe at its full length,
@@ -95,7 +96,7 @@ def run_seed(args, seed: int, root: Path) -> dict:
         demo._run("run_hyperopt.py", *search, "--config", str(config), "--samples", str(args.samples),
                   "--max-concurrent", str(args.concurrent), "--cpus-per-trial", "1",
                   "--n-initial-points", str(max(2, round(full.initial_points * args.samples / full.samples))),
-                  "--seed", str(seed),
+                  "--seed", str(seed if args.search_seed is None else args.search_seed),
                   *(["--num-cpus", str(args.concurrent)] if args.device == "cpu" else []), *sets)
     if not args.score_only:
         demo._run("build_ensemble.py", key, "--experiment", str(exp_dir), "--out", str(out_dir),
@@ -163,6 +164,9 @@ def main() -> int:
                    help=f"demo recipe: train.early_stop (default {full.early_stop})")
     p.add_argument("--patience", type=int, default=full.patience_passes,
                    help=f"demo recipe: train.patience_passes (default {full.patience_passes})")
+    p.add_argument("--search-seed", type=int, default=None,
+                   help="the searcher's seed (default: each stand-in's seed, as make demo pairs them); another "
+                        "seed on the same stand-ins measures a search's run-to-run spread")
     p.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a new temporary one)")
     p.add_argument("--score-only", action="store_true",
                    help="only score what an earlier run with this --work and --name built")

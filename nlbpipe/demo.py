@@ -59,8 +59,8 @@ class DemoSize:
 
 
 SIZES = {
-    "full": DemoSize(scale=1.0, samples=16, concurrent=2, max_passes=250, val_interval_passes=10, initial_points=6,
-                     max_models=48),
+    "full": DemoSize(scale=1.0, samples=20, concurrent=2, max_passes=250, val_interval_passes=10, initial_points=8,
+                     max_models=60),
     "tiny": DemoSize(scale=0.2, samples=4, concurrent=2, max_passes=60, val_interval_passes=20, initial_points=2,
                      max_models=12),
 }
