@@ -9,8 +9,8 @@ from pathlib import Path
 # the smoothing GLM) 10-20x slower on a busy 2-core machine; one BLAS thread is faster here.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # `make test` runs the suite on several pytest-xdist workers: each gets its share of the cores for
-# OpenMP (torch, scikit-learn's losses), or two workers' spinning OpenMP threads slow the smoothing
-# GLM's fits tenfold. Processes the tests start inherit it; training runs set their own thread counts.
+# OpenMP (torch, scikit-learn), so that two workers' spinning threads do not oversubscribe the cores.
+# Processes the tests start inherit it; training runs set their own thread counts.
 os.environ.setdefault("OMP_NUM_THREADS",
                       str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
 
