@@ -57,9 +57,9 @@ def _fit_poisson(train_x, eval_x, train_y, alpha):
     from threadpoolctl import threadpool_limits
 
     train_pred, eval_pred = [], []
-    # One thread for these small per-neuron fits: scikit-learn's OpenMP and BLAS threads spin-wait,
-    # and beside other work on the same cores (a search training) the tuned baseline took 38.6 s
-    # against 2.8 s on one thread (mc_maze_small_20 at scale 0.2, the same result).
+    # One thread for these small per-neuron fits: scikit-learn's OpenMP and BLAS threads cost more
+    # than they share. Tuning on mc_maze_small_20 (scale 0.2, 2 cores) took 25.9 s with the default
+    # threads against 2.7 s on one, and 38.6 s against 2.8 s beside a training search; the same result.
     with threadpool_limits(1), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for n in range(train_y.shape[1]):
