@@ -72,11 +72,13 @@ def run_seed(args, seed: int, root: Path) -> dict:
     exp_dir, out_dir = s.results_dir / key / args.name, s.submissions_dir / key / args.name
     sets = []
     full = demo.SIZES["full"]
+    # the demo's search scaled to --samples trials
+    initial_points = max(2, round(full.initial_points * args.samples / full.samples))
+    max_models = round(full.max_models * args.samples / full.samples)
     if args.recipe == "demo":
         size = demo.DemoSize(scale=args.scale, samples=args.samples, concurrent=args.concurrent,
                              max_passes=args.passes, val_interval_passes=max(1, round(args.passes * full.val_interval_passes / full.max_passes)),
-                             initial_points=max(2, round(full.initial_points * args.samples / full.samples)),
-                             max_models=round(full.max_models * args.samples / full.samples),
+                             initial_points=initial_points, max_models=max_models,
                              dropout=tuple(args.dropout), lr=tuple(args.lr), early_stop=args.early_stop,
                              input_smooth_ms=tuple(args.input_smooth),
                              patience_passes=args.patience)
@@ -95,12 +97,12 @@ def run_seed(args, seed: int, root: Path) -> dict:
     else:
         demo._run("run_hyperopt.py", *search, "--config", str(config), "--samples", str(args.samples),
                   "--max-concurrent", str(args.concurrent), "--cpus-per-trial", "1",
-                  "--n-initial-points", str(max(2, round(full.initial_points * args.samples / full.samples))),
+                  "--n-initial-points", str(initial_points),
                   "--seed", str(seed if args.search_seed is None else args.search_seed),
                   *(["--num-cpus", str(args.concurrent)] if args.device == "cpu" else []), *sets)
     if not args.score_only:
         demo._run("build_ensemble.py", key, "--experiment", str(exp_dir), "--out", str(out_dir),
-                  "--max-models", str(round(full.max_models * args.samples / full.samples)))
+                  "--max-models", str(max_models))
     wall = time.perf_counter() - t0
     scores: dict = {"val": {}, "test": {}}
     for name, phase, metrics in demo.comparison_rows({"ensemble": out_dir}, key):
